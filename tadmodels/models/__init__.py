@@ -1,0 +1,9 @@
+"""TAD models: video backbones, the ActionFormer-style detector, and the model that joins them."""
+from .actionformer import ActionFormer, DetectorConfig, DetectorOutput, Detections, InferenceConfig
+from .tad_model import ModelConfig, TADModel
+from .videomae import VIDEOMAE_PRESETS, VideoMAEBackbone, VideoMAEConfig
+
+__all__ = [
+    "ActionFormer", "DetectorConfig", "DetectorOutput", "Detections", "InferenceConfig",
+    "ModelConfig", "TADModel", "VIDEOMAE_PRESETS", "VideoMAEBackbone", "VideoMAEConfig",
+]

@@ -1,0 +1,128 @@
+"""A TAD model: an optional video backbone over frame chunks, then the ActionFormer detector.
+
+Every model exposes the same compression interface: `droppable_blocks()` gives stable dotted names,
+`without_blocks(names)` returns a copy with those residual blocks deleted from the module tree, and
+`fingerprint()` identifies architecture and weights.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from .actionformer import ActionFormer, DetectorConfig, DetectorOutput
+from .videomae import VideoMAEBackbone, VideoMAEConfig
+
+# ImageNet statistics, the normalisation VideoMAE was pre-trained with.
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+class ModelConfig(BaseModel):
+    """Backbone (None: the detector runs on precomputed features of `input_dim` channels),
+    detector, and the blocks already dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: VideoMAEConfig | None = None
+    input_dim: int | None = Field(default=None, ge=1, description="feature channels, feature mode only")
+    detector: DetectorConfig
+    dropped: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "ModelConfig":
+        if (self.backbone is None) == (self.input_dim is None):
+            raise ValueError("give exactly one of `backbone` (end-to-end on frames) and `input_dim` (on features)")
+        return self
+
+    @property
+    def mode(self) -> str:
+        return "features" if self.backbone is None else "frames"
+
+
+def build_backbone(config: VideoMAEConfig) -> nn.Module:
+    return VideoMAEBackbone(config)
+
+
+class TADModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.backbone = build_backbone(config.backbone) if config.backbone is not None else None
+        in_dim = self.backbone.out_dim if self.backbone is not None else config.input_dim
+        self.detector = ActionFormer(in_dim, config.detector)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1, 1) * 255, persistent=False)
+        self.config = config.model_copy(update={"dropped": []})
+        if config.dropped:
+            self._delete_blocks(config.dropped)
+
+    @property
+    def temporal_stride(self) -> int:
+        """Input frames per feature-grid position (1 for precomputed features)."""
+        return self.backbone.temporal_stride if self.backbone is not None else 1
+
+    @property
+    def sequence_multiple(self) -> int:
+        """Grid lengths the model accepts are multiples of this: the detector's largest stride and,
+        end to end, whole backbone chunks."""
+        if self.backbone is None:
+            return self.config.detector.max_stride
+        return math.lcm(self.config.detector.max_stride, self.backbone.chunk_frames // self.backbone.temporal_stride)
+
+    def droppable_blocks(self) -> list[str]:
+        """Backbone blocks end to end (what compression targets); the detector's own in feature mode."""
+        if self.backbone is not None:
+            return [f"backbone.{name}" for name in self.backbone.droppable_blocks()]
+        return [f"detector.{name}" for name in self.detector.droppable_blocks()]
+
+    def without_blocks(self, names: list[str]) -> "TADModel":
+        """A copy with the named blocks deleted from the module tree (their saving shows in latency)."""
+        model = copy.deepcopy(self)
+        model._delete_blocks(names)
+        return model
+
+    def _delete_blocks(self, names: list[str]) -> None:
+        available = set(self.droppable_blocks())
+        unknown = [name for name in names if name not in available]
+        if unknown:
+            raise ValueError(f"cannot drop {unknown}: droppable blocks now are {sorted(available)}")
+        if len(set(names)) == len(available):
+            raise ValueError("cannot drop every droppable block")
+        for name in names:
+            parent_name, key = name.rsplit(".", 1)
+            del self.get_submodule(parent_name)[key]
+        self.config = self.config.model_copy(update={"dropped": [*self.config.dropped, *names]})
+
+    def architecture_fingerprint(self) -> str:
+        """Hash of the architecture alone: equal for models that differ only in weights."""
+        return hashlib.sha256(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Hash of architecture and weights (buffers included), stable across processes."""
+        digest = hashlib.sha256(self.architecture_fingerprint().encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def extract_features(self, inputs: Tensor) -> Tensor:
+        """`[B, T, C]` features from `[B, T, C]` features (identity) or `[B, T * stride, H, W, 3]` uint8 frames."""
+        if self.backbone is None:
+            return inputs
+        batch, frames = inputs.shape[:2]
+        chunk = self.backbone.chunk_frames
+        if frames % chunk:
+            raise ValueError(f"{frames} frames is not a multiple of the backbone's {chunk}-frame chunks")
+        chunks = inputs.reshape(batch * frames // chunk, chunk, *inputs.shape[2:]).permute(0, 4, 1, 2, 3)
+        chunks = (chunks.float() - self.pixel_mean) / self.pixel_std
+        features = self.backbone(chunks)
+        return features.reshape(batch, -1, features.shape[-1])
+
+    def forward(self, inputs: Tensor, mask: Tensor) -> DetectorOutput:
+        """`inputs` as for `extract_features`, `mask` [B, T] bool over the feature grid."""
+        return self.detector(self.extract_features(inputs).transpose(1, 2), mask)
