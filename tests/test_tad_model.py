@@ -39,7 +39,7 @@ def test_without_blocks_removes_modules_and_keeps_names():
     assert "backbone.blocks.1" in model.droppable_blocks()  # the original is untouched
     assert smaller.droppable_blocks() == ["backbone.blocks.0", "backbone.blocks.2", "backbone.blocks.3"]
     assert not any(k.startswith("backbone.blocks.1.") for k in smaller.state_dict())
-    assert smaller.config.dropped == ["backbone.blocks.1"]
+    assert smaller.architecture.dropped == ["backbone.blocks.1"]
     assert count_params(smaller) < count_params(model)
     frames, mask = dummy_input(model, 32)
     assert count_macs(lambda: smaller(frames, mask)) < count_macs(lambda: model(frames, mask))
@@ -47,7 +47,7 @@ def test_without_blocks_removes_modules_and_keeps_names():
 
 def test_a_config_with_dropped_blocks_rebuilds_the_same_architecture():
     smaller = frames_model().without_blocks(["backbone.blocks.2"])
-    rebuilt = TADModel(smaller.config)
+    rebuilt = TADModel(smaller.architecture)
     assert rebuilt.architecture_fingerprint() == smaller.architecture_fingerprint()
     rebuilt.load_state_dict(smaller.state_dict())
     assert rebuilt.fingerprint() == smaller.fingerprint()

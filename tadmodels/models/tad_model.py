@@ -57,7 +57,7 @@ class TADModel(nn.Module):
         self.detector = ActionFormer(in_dim, config.detector)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1, 1) * 255, persistent=False)
-        self.config = config.model_copy(update={"dropped": []})
+        self.architecture = config.model_copy(update={"dropped": []})
         if config.dropped:
             self._delete_blocks(config.dropped)
 
@@ -71,8 +71,8 @@ class TADModel(nn.Module):
         """Grid lengths the model accepts are multiples of this: the detector's largest stride and,
         end to end, whole backbone chunks."""
         if self.backbone is None:
-            return self.config.detector.max_stride
-        return math.lcm(self.config.detector.max_stride, self.backbone.chunk_frames // self.backbone.temporal_stride)
+            return self.architecture.detector.max_stride
+        return math.lcm(self.architecture.detector.max_stride, self.backbone.chunk_frames // self.backbone.temporal_stride)
 
     def droppable_blocks(self) -> list[str]:
         """Backbone blocks end to end (what compression targets); the detector's own in feature mode."""
@@ -96,11 +96,11 @@ class TADModel(nn.Module):
         for name in names:
             parent_name, key = name.rsplit(".", 1)
             del self.get_submodule(parent_name)[key]
-        self.config = self.config.model_copy(update={"dropped": [*self.config.dropped, *names]})
+        self.architecture = self.architecture.model_copy(update={"dropped": [*self.architecture.dropped, *names]})
 
     def architecture_fingerprint(self) -> str:
         """Hash of the architecture alone: equal for models that differ only in weights."""
-        return hashlib.sha256(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.architecture.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """Hash of architecture and weights (buffers included), stable across processes."""
