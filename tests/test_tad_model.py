@@ -7,7 +7,7 @@ from tadmodels.profile import count_macs, count_params, dummy_input
 
 def frames_model(**detector) -> TADModel:
     torch.manual_seed(0)
-    return TADModel(ModelConfig(backbone={"preset": "tiny", "depth": 4},
+    return TADModel(ModelConfig(backbone={"type": "videomae", "preset": "tiny", "depth": 4},
                                 detector={"num_classes": 3, "dim": 32, "window": 9, **detector}))
 
 

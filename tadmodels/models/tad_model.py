@@ -12,11 +12,16 @@ import json
 import math
 
 import torch
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from .actionformer import ActionFormer, DetectorConfig, DetectorOutput
+from .blvnet import BLVNetConfig, BLVNetTAM
 from .videomae import VideoMAEBackbone, VideoMAEConfig
+
+BackboneConfig = Annotated[VideoMAEConfig | BLVNetConfig, Field(discriminator="type")]
 
 # ImageNet statistics, the normalisation VideoMAE was pre-trained with.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +34,7 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backbone: VideoMAEConfig | None = None
+    backbone: BackboneConfig | None = None
     input_dim: int | None = Field(default=None, ge=1, description="feature channels, feature mode only")
     detector: DetectorConfig
     dropped: list[str] = Field(default_factory=list)
@@ -45,8 +50,8 @@ class ModelConfig(BaseModel):
         return "features" if self.backbone is None else "frames"
 
 
-def build_backbone(config: VideoMAEConfig) -> nn.Module:
-    return VideoMAEBackbone(config)
+def build_backbone(config: VideoMAEConfig | BLVNetConfig) -> nn.Module:
+    return VideoMAEBackbone(config) if config.type == "videomae" else BLVNetTAM(config)
 
 
 class TADModel(nn.Module):
@@ -110,19 +115,26 @@ class TADModel(nn.Module):
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def chunks(self, frames: Tensor) -> Tensor:
+        """`[B, F, H, W, 3]` uint8 frames -> `[B * F / chunk, 3, chunk, H, W]` normalised backbone inputs."""
+        batch, count = frames.shape[:2]
+        chunk = self.backbone.chunk_frames
+        if count % chunk:
+            raise ValueError(f"{count} frames is not a multiple of the backbone's {chunk}-frame chunks")
+        chunks = frames.reshape(batch * count // chunk, chunk, *frames.shape[2:]).permute(0, 4, 1, 2, 3)
+        return (chunks.float() - self.pixel_mean) / self.pixel_std
+
     def extract_features(self, inputs: Tensor) -> Tensor:
         """`[B, T, C]` features from `[B, T, C]` features (identity) or `[B, T * stride, H, W, 3]` uint8 frames."""
         if self.backbone is None:
             return inputs
-        batch, frames = inputs.shape[:2]
-        chunk = self.backbone.chunk_frames
-        if frames % chunk:
-            raise ValueError(f"{frames} frames is not a multiple of the backbone's {chunk}-frame chunks")
-        chunks = inputs.reshape(batch * frames // chunk, chunk, *inputs.shape[2:]).permute(0, 4, 1, 2, 3)
-        chunks = (chunks.float() - self.pixel_mean) / self.pixel_std
-        features = self.backbone(chunks)
-        return features.reshape(batch, -1, features.shape[-1])
+        features = self.backbone(self.chunks(inputs))
+        return features.reshape(inputs.shape[0], -1, features.shape[-1])
+
+    def detect_from_features(self, features: Tensor, mask: Tensor) -> DetectorOutput:
+        """The detector on `[B, T, C]` grid features."""
+        return self.detector(features.transpose(1, 2), mask)
 
     def forward(self, inputs: Tensor, mask: Tensor) -> DetectorOutput:
         """`inputs` as for `extract_features`, `mask` [B, T] bool over the feature grid."""
-        return self.detector(self.extract_features(inputs).transpose(1, 2), mask)
+        return self.detect_from_features(self.extract_features(inputs), mask)

@@ -182,13 +182,21 @@ class VideoMAEBackbone(nn.Module):
     def droppable_blocks(self) -> list[str]:
         return [f"blocks.{key}" for key in self.blocks]
 
-    def forward(self, x: Tensor) -> Tensor:
-        tokens = self.patch_embed(x) + self.pos_embed
-        for block in self.blocks.values():
-            tokens = block(tokens)
+    def embed(self, x: Tensor) -> Tensor:
+        """Chunks -> tokens with positions: the input of the first block."""
+        return self.patch_embed(x) + self.pos_embed
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """Tokens after the last block -> one feature per tubelet step (mean over space)."""
         tokens = self.norm(tokens)
         steps = self.config.num_frames // self.config.tubelet_size
         return tokens.view(tokens.shape[0], steps, -1, tokens.shape[-1]).mean(dim=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.embed(x)
+        for block in self.blocks.values():
+            tokens = block(tokens)
+        return self.pool(tokens)
 
 
 def _init_weights(module: nn.Module) -> None:
