@@ -26,21 +26,32 @@ def dummy_input(model: TADModel, positions: int, frame_size: int | None = None,
     positions = -(-positions // model.sequence_multiple) * model.sequence_multiple
     mask = torch.ones(1, positions, dtype=torch.bool, device=device)
     if model.backbone is None:
-        return torch.randn(1, positions, model.config.input_dim, device=device), mask
-    size = frame_size or model.config.backbone.img_size
+        return torch.randn(1, positions, model.architecture.input_dim, device=device), mask
+    size = frame_size or model.architecture.backbone.img_size
     frames = torch.randint(0, 256, (1, positions * model.temporal_stride, size, size, 3), dtype=torch.uint8, device=device)
     return frames, mask
 
 
+def model_macs(model: TADModel, positions: int) -> int:
+    """MACs of one forward over `positions` grid positions (counted on CPU: device-independent)."""
+    inputs, mask = dummy_input(model.eval(), positions)
+    return count_macs(lambda: model(inputs, mask))
+
+
+def model_latency(model: TADModel, positions: int, device: str = "auto", repeats: int = 20, warmup: int = 5,
+                  threads: int | None = None) -> LatencyRecord:
+    """Measured latency of one forward over `positions` grid positions on `device`."""
+    target = resolve_device(device)
+    model = model.eval().to(target)
+    inputs, mask = dummy_input(model, positions, device=target)
+    try:
+        return measure_latency(lambda: model(inputs, mask), target, list(inputs.shape), torch.float32,
+                               repeats=repeats, warmup=warmup, threads=threads)
+    finally:
+        model.to("cpu")
+
+
 def profile_model(model: TADModel, positions: int, device: str = "auto", repeats: int = 20, warmup: int = 5,
                   threads: int | None = None) -> ModelProfile:
-    """MACs (on CPU, device-independent) and latency on `device` for one window of `positions`."""
-    model = model.eval()
-    inputs, mask = dummy_input(model, positions)
-    macs = count_macs(lambda: model(inputs, mask))
-    target = resolve_device(device)
-    model_on, inputs_on, mask_on = model.to(target), inputs.to(target), mask.to(target)
-    latency = measure_latency(lambda: model_on(inputs_on, mask_on), target, list(inputs.shape), torch.float32,
-                              repeats=repeats, warmup=warmup, threads=threads)
-    model.to("cpu")
-    return ModelProfile(macs, count_params(model), latency)
+    return ModelProfile(model_macs(model, positions), count_params(model),
+                        model_latency(model, positions, device, repeats, warmup, threads))

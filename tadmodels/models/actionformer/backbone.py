@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .blocks import ChannelLayerNorm, Downsample, MaskedConv1d, TransformerBlock
+from .blocks import MLP_RATIO, ChannelLayerNorm, Downsample, MaskedConv1d, TransformerBlock
 
 
 class ConvEmbedding(nn.Module):
@@ -23,13 +23,16 @@ class ConvEmbedding(nn.Module):
 class PyramidLevel(nn.Module):
     """One pyramid level: optional 2x downsampling, then residual transformer blocks.
 
-    The blocks sit in a ModuleDict keyed by index so that dropping one keeps the others' names.
+    `mlp_hidden` gives each block's MLP hidden width, and so the number of blocks. The blocks sit in
+    a ModuleDict keyed by index so that dropping one keeps the others' names.
     """
 
-    def __init__(self, dim: int, num_heads: int, window: int, num_blocks: int, downsample: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_hidden: list[int], downsample: bool) -> None:
         super().__init__()
         self.downsample = Downsample() if downsample else None
-        self.blocks = nn.ModuleDict({str(i): TransformerBlock(dim, num_heads, window) for i in range(num_blocks)})
+        self.blocks = nn.ModuleDict(
+            {str(i): TransformerBlock(dim, num_heads, window, hidden) for i, hidden in enumerate(mlp_hidden)}
+        )
 
     def forward(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         if self.downsample is not None:
@@ -41,15 +44,23 @@ class PyramidLevel(nn.Module):
 
 class ConvTransformerPyramid(nn.Module):
     """ActionFormer's backbone: embedding, `stem_blocks` blocks at stride 1, then `levels - 1` levels
-    that each downsample by 2 and run one block. Returns the features and masks of every level."""
+    that each downsample by 2 and run one block. Returns the features and masks of every level.
+
+    `mlp_hidden` overrides the MLP hidden width (`MLP_RATIO * dim` otherwise) of single blocks, keyed
+    by their name relative to the pyramid (`levels.{i}.blocks.{j}`).
+    """
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, window: int, embed_layers: int,
-                 stem_blocks: int, levels: int) -> None:
+                 stem_blocks: int, levels: int, mlp_hidden: dict[str, int]) -> None:
         super().__init__()
         self.embed = ConvEmbedding(in_dim, dim, embed_layers)
+
+        def widths(level: int, num_blocks: int) -> list[int]:
+            return [mlp_hidden.get(f"levels.{level}.blocks.{i}", MLP_RATIO * dim) for i in range(num_blocks)]
+
         self.levels = nn.ModuleList(
-            [PyramidLevel(dim, num_heads, window, stem_blocks, downsample=False)]
-            + [PyramidLevel(dim, num_heads, window, 1, downsample=True) for _ in range(levels - 1)]
+            [PyramidLevel(dim, num_heads, window, widths(0, stem_blocks), downsample=False)]
+            + [PyramidLevel(dim, num_heads, window, widths(level, 1), downsample=True) for level in range(1, levels)]
         )
         self.out_norms = nn.ModuleList(ChannelLayerNorm(dim) for _ in range(levels))
 

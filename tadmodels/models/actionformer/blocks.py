@@ -56,15 +56,21 @@ class LocalAttention(nn.Module):
         return self.proj(out.transpose(-1, -2).reshape(batch, dim, length)) * mask
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LN local-attention transformer block; residual, so dropping it leaves the identity."""
+MLP_RATIO = 4  # ActionFormer's MLP hidden width / model width, where no per-block width is given
 
-    def __init__(self, dim: int, num_heads: int, window: int, mlp_ratio: int = 4) -> None:
+
+class TransformerBlock(nn.Module):
+    """Pre-LN local-attention transformer block; residual, so dropping it leaves the identity.
+
+    The MLP hidden width is explicit (not a ratio) so that a channel-pruned block can be rebuilt.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, mlp_hidden: int) -> None:
         super().__init__()
         self.norm1 = ChannelLayerNorm(dim)
         self.attn = LocalAttention(dim, num_heads, window)
         self.norm2 = ChannelLayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Conv1d(dim, mlp_ratio * dim, 1), nn.GELU(), nn.Conv1d(mlp_ratio * dim, dim, 1))
+        self.mlp = nn.Sequential(nn.Conv1d(dim, mlp_hidden, 1), nn.GELU(), nn.Conv1d(mlp_hidden, dim, 1))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x), mask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from .backbone import ConvTransformerPyramid
@@ -15,7 +15,11 @@ from .targets import DEFAULT_REGRESSION_RANGES, Points, assign_targets, make_poi
 
 
 class DetectorConfig(BaseModel):
-    """ActionFormer's architecture knobs; defaults are its THUMOS14 setting except the width."""
+    """ActionFormer's architecture knobs; defaults are its THUMOS14 setting except the width.
+
+    `mlp_hidden` overrides the MLP hidden width of single pyramid blocks (keyed by their name
+    relative to the pyramid, `levels.{i}.blocks.{j}`) so that a channel-pruned model can be rebuilt.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,10 +32,25 @@ class DetectorConfig(BaseModel):
     levels: int = Field(default=6, ge=1, le=len(DEFAULT_REGRESSION_RANGES))
     head_layers: int = Field(default=3, ge=1)
     center_radius: float = Field(default=1.5, gt=0)
+    mlp_hidden: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_widths(self) -> "DetectorConfig":
+        unknown = sorted(set(self.mlp_hidden) - set(self.block_names()))
+        if unknown:
+            raise ValueError(f"mlp_hidden for unknown blocks {unknown}: pyramid blocks are {self.block_names()}")
+        if any(width < 1 for width in self.mlp_hidden.values()):
+            raise ValueError("mlp_hidden widths must be positive")
+        return self
 
     @property
     def max_stride(self) -> int:
         return 2 ** (self.levels - 1)
+
+    def block_names(self) -> list[str]:
+        """Every transformer block of the pyramid by its name relative to the pyramid."""
+        return [f"levels.{level}.blocks.{i}" for level in range(self.levels)
+                for i in range(self.stem_blocks if level == 0 else 1)]
 
 
 @dataclass
@@ -49,7 +68,7 @@ class ActionFormer(nn.Module):
         super().__init__()
         self.config = config
         self.pyramid = ConvTransformerPyramid(in_dim, config.dim, config.num_heads, config.window,
-                                              config.embed_layers, config.stem_blocks, config.levels)
+                                              config.embed_layers, config.stem_blocks, config.levels, config.mlp_hidden)
         self.cls_head = ClassificationHead(config.dim, config.num_classes, config.head_layers)
         self.reg_head = RegressionHead(config.dim, config.head_layers, config.levels)
 

@@ -1,0 +1,165 @@
+"""Cross-depth alignment: a short LoRA fine-tune that lets the remaining blocks cover for a dropped one.
+
+After each drop, LoRA adapters (peft) go on the attention projections of every remaining block,
+the norms and the input embedding of the compressed part train with them, everything else stays
+frozen. The loss ties the student to a teacher: task loss + feature MSE per remaining block against
+the teacher's block of the same original index + temperature-scaled KL on class scores + DIoU
+between student and teacher segments at positive points. The adapters are merged afterwards, so
+the aligned model is a plain model that costs nothing extra at inference.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from peft.tuners.lora import LoraModel
+from pydantic import BaseModel, ConfigDict, Field
+from rich.progress import Progress
+from torch import Tensor, nn
+
+from tadmodels.models import DetectorOutput, TADModel
+from tadmodels.models.actionformer.losses import diou_loss_1d
+from tadmodels.training import Experiment
+from tadmodels.training.trainer import lr_lambda, make_optimizer
+
+ADAPTER = "alignment"
+
+
+class AlignmentConfig(BaseModel):
+    """Settings of one alignment step; the defaults are the paper's (all loss weights 1, T = 3.5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=3, ge=0)
+    lr: float = Field(default=5e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    rank: int | None = Field(default=None, ge=1, description="LoRA rank; None: a quarter of the block width")
+    teacher: Literal["original", "previous"] = "original"
+    task_weight: float = Field(default=1.0, ge=0)
+    feature_weight: float = Field(default=1.0, ge=0)
+    kl_weight: float = Field(default=1.0, ge=0)
+    diou_weight: float = Field(default=1.0, ge=0)
+    temperature: float = Field(default=3.5, gt=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+
+
+def compressed_part(model: TADModel) -> str:
+    """The module whose blocks are dropped: the backbone end to end, the detector on features."""
+    return "backbone" if model.backbone is not None else "detector"
+
+
+def lora_targets(model: TADModel) -> str:
+    """Regex (peft matches it against full module names) of the layers that get adapters."""
+    if model.backbone is None:
+        return r"detector\.pyramid\.levels\.\d+\.blocks\.\d+\.attn\.(qkv|proj)"
+    if model.architecture.backbone.type == "videomae":
+        return r"backbone\.blocks\.\d+\.attn\.(qkv|proj)"
+    return r"backbone\.stages\.\d+\.(big|little|fusion|blocks)\.\d+\.conv[123]"
+
+
+def block_width(model: TADModel) -> int:
+    if model.backbone is None:
+        return model.architecture.detector.dim
+    if model.architecture.backbone.type == "videomae":
+        return model.architecture.backbone.dim
+    return model.architecture.backbone.base_width
+
+
+_NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+_EMBEDDINGS = re.compile(r"^backbone\.(patch_embed|stem)\b|^detector\.pyramid\.embed\b")
+
+
+def _set_trainable(model: nn.Module, part: str) -> None:
+    """Adapters, norms of the compressed part and its input embedding train; nothing else does."""
+    trainable_modules = {name for name, module in model.named_modules()
+                         if name.startswith(part) and (isinstance(module, _NORMS) or _EMBEDDINGS.match(name))}
+    for name, param in model.named_parameters():
+        owner = name.rsplit(".", 1)[0]
+        param.requires_grad = "lora_" in name or any(
+            owner == m or owner.startswith(m + ".") for m in trainable_modules)
+
+
+@contextmanager
+def capture_block_outputs(model: TADModel, names: list[str]) -> Iterator[dict[str, Tensor]]:
+    """Record the output of each named block on every forward while the context is open."""
+    outputs: dict[str, Tensor] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda _m, _i, out, name=name: outputs.__setitem__(name, out)) for name in names]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def distillation_losses(student: DetectorOutput, teacher: DetectorOutput, positive: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """KL between temperature-softened class distributions over valid points (times T^2), and DIoU
+    between the student's and the teacher's segments at positive points."""
+    valid = student.valid
+    log_p_student = F.log_softmax(student.cls_logits[valid] / temperature, dim=-1)
+    p_teacher = F.softmax(teacher.cls_logits[valid] / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, p_teacher, reduction="batchmean") * temperature ** 2
+    if not positive.any():
+        return kl, kl.new_zeros(())
+    diou = diou_loss_1d(student.offsets[positive], teacher.offsets[positive]).mean()
+    return kl, diou
+
+
+def align(student: TADModel, teacher: TADModel, experiment: Experiment, config: AlignmentConfig,
+          show_progress: bool = False) -> TADModel:
+    """Fine-tune `student` towards `teacher` with merged-in LoRA; returns the plain aligned model.
+
+    The student is modified in place (its adapters are merged into its weights).
+    """
+    if config.epochs == 0:
+        return student
+    part = compressed_part(student)
+    rank = config.rank or max(1, block_width(student) // 4)
+    lora = LoraModel(student, LoraConfig(r=rank, lora_alpha=rank, target_modules=lora_targets(student),
+                                         lora_dropout=0.0, init_lora_weights=True), ADAPTER)
+    model = lora.model
+    _set_trainable(model, part)
+    teacher = teacher.eval()
+    blocks = student.droppable_blocks()
+    loader = experiment.loader(experiment.spec.data.train_subset)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay)
+    total = config.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_lambda(step, 0, total))
+    model.train()
+    with Progress(disable=not show_progress, transient=True) as progress:
+        task = progress.add_task("align", total=total)
+        for _ in range(config.epochs):
+            for batch in loader:
+                loss = alignment_loss(model, teacher, blocks, batch, config)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"alignment loss is {loss.item()}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                progress.advance(task)
+    merged: TADModel = lora.merge_and_unload()
+    for param in merged.parameters():
+        param.requires_grad_(True)
+    return merged.eval()
+
+
+def alignment_loss(student: TADModel, teacher: TADModel, blocks: list[str], batch, config: AlignmentConfig) -> Tensor:
+    segments, labels = batch.segments, batch.labels
+    with torch.no_grad(), capture_block_outputs(teacher, blocks) as teacher_features:
+        teacher_out = teacher(batch.inputs, batch.mask)
+    with capture_block_outputs(student, blocks) as student_features:
+        student_out = student(batch.inputs, batch.mask)
+    task = student.detector.loss(student_out, segments, labels)["total"]
+    feature = torch.stack([F.mse_loss(student_features[b], teacher_features[b]) for b in blocks]).mean()
+    cls_targets, _ = student.detector.targets(student_out, segments, labels)
+    positive = (cls_targets.sum(-1) > 0) & student_out.valid
+    kl, diou = distillation_losses(student_out, teacher_out, positive, config.temperature)
+    return (config.task_weight * task + config.feature_weight * feature
+            + config.kl_weight * kl + config.diou_weight * diou)

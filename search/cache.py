@@ -1,0 +1,107 @@
+"""Caches shared by the trials of a study, on disk so that every worker process sees them.
+
+- `PrefixCache`: the aligned model after each drop prefix. Schedules that share a prefix share
+  that work; keyed by the base model's fingerprint, the ordered prefix and the alignment settings.
+- `LatencyCache`: latency depends on the architecture, not the weights; keyed by architecture
+  fingerprint, input shape and device, measured once.
+- `DeviceLock`: trials hold a device shared while they fine-tune or evaluate, and exclusively
+  while they time, so no other trial runs on that device during a measurement.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file, save_file
+
+from tadmodels.models import ModelConfig, TADModel
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+class PrefixCache:
+    def __init__(self, root: Path, base_fingerprint: str, alignment: dict) -> None:
+        self.root = root / "prefixes"
+        self.base_fingerprint = base_fingerprint
+        self.alignment = alignment
+
+    def _paths(self, prefix: list[str]) -> tuple[Path, Path]:
+        key = _digest(self.base_fingerprint, prefix, self.alignment)
+        return self.root / f"{key}.safetensors", self.root / f"{key}.yaml"
+
+    def put(self, prefix: list[str], model: TADModel) -> None:
+        weights, config = self._paths(prefix)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        _atomic_write(weights, lambda p: save_file(state, str(p)))
+        # The architecture goes last: its presence marks a complete entry.
+        _atomic_write(config, lambda p: p.write_text(yaml.safe_dump(model.architecture.model_dump(mode="json"))))
+
+    def get(self, prefix: list[str]) -> TADModel | None:
+        weights, config = self._paths(prefix)
+        if not config.exists():
+            return None
+        model = TADModel(ModelConfig.model_validate(yaml.safe_load(config.read_text())))
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval()
+
+    def longest(self, drops: list[str]) -> tuple[int, TADModel | None]:
+        """The longest cached prefix of `drops`: its length and model (0 and None if none is cached)."""
+        for length in range(len(drops), 0, -1):
+            model = self.get(drops[:length])
+            if model is not None:
+                return length, model
+        return 0, None
+
+
+class LatencyCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "latency"
+
+    def _path(self, architecture: str, input_shape: list[int], device: str) -> Path:
+        return self.root / f"{_digest(architecture, input_shape, device)}.json"
+
+    def get(self, architecture: str, input_shape: list[int], device: str) -> dict | None:
+        path = self._path(architecture, input_shape, device)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, architecture: str, input_shape: list[int], device: str, record: dict) -> None:
+        _atomic_write(self._path(architecture, input_shape, device), lambda p: p.write_text(json.dumps(record)))
+
+
+class DeviceLock:
+    """A readers-writer lock per device, through `flock` on a file every worker can reach."""
+
+    def __init__(self, root: Path, device: str) -> None:
+        self.path = root / "locks" / f"{''.join(c if c.isalnum() else '_' for c in device)}.lock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _hold(self, mode: int) -> Iterator[None]:
+        with open(self.path, "a") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def shared(self):
+        return self._hold(fcntl.LOCK_SH)
+
+    def exclusive(self):
+        return self._hold(fcntl.LOCK_EX)

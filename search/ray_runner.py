@@ -1,0 +1,84 @@
+"""Running a study's trials as Ray Tune trials: OptunaSearch over the study's RDB storage (the
+driver is the only process that writes to it), per-trial resources, retries and a concurrency cap."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
+from .spec import StudySpec
+from .study import artifact_store, record_outcome
+
+FAIL_REASON = "fail_reason"
+_worker_runners: dict[str, TrialRunner] = {}
+
+
+def run_trial(config: dict[str, Any], spec_json: str) -> None:
+    """The Tune trainable: one schedule on one worker. Results go back to the driver, which records them."""
+    runner = _worker_runners.get(spec_json)
+    if runner is None:
+        runner = _worker_runners[spec_json] = TrialRunner(StudySpec.model_validate_json(spec_json))
+    label = f"ray-{tune.get_context().get_trial_id()}"
+    try:
+        outcome = runner.run(config, label)
+    except TrialFailure as error:
+        tune.report({FAIL_REASON: str(error)})
+        return
+    tune.report({MAP: outcome.values[0], LATENCY: outcome.values[1], "attrs": outcome.attrs,
+                 "checkpoint": str(outcome.checkpoint)})
+
+
+class StudySearcher(OptunaSearch):
+    """OptunaSearch that records each trial's attributes and checkpoint before telling its values,
+    and marks trials that reported a failure reason as FAIL."""
+
+    def __init__(self, *args, study: optuna.Study, spec: StudySpec, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._study_handle = study
+        self._artifacts = artifact_store(spec)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        if result and FAIL_REASON in result:
+            ot_trial.set_user_attr(FAIL_REASON, result[FAIL_REASON])
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return None
+        if error:
+            ot_trial.set_user_attr(FAIL_REASON, "the worker raised an error after its retries; see the Ray trial logs")
+        elif result and MAP in result:
+            outcome = TrialOutcome((result[MAP], result[LATENCY]), result["attrs"], Path(result["checkpoint"]))
+            record_outcome(self._study_handle, ot_trial._trial_id, outcome, self._artifacts)
+        return super().on_trial_complete(trial_id, result, error)
+
+
+def run_ray(study: optuna.Study, spec: StudySpec, encoding_distributions: dict, n_trials: int | None,
+            timeout_s: float | None, callbacks: list[tune.Callback] | None = None) -> None:
+    """Run up to `n_trials` trials (None: until `timeout_s`) on Ray: a local Ray with this machine's
+    CPUs (and GPUs) on a laptop, the running cluster when `--address` / `RAY_ADDRESS` names one."""
+    address = spec.runner.address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    searcher = StudySearcher(space=encoding_distributions, metric=[MAP, LATENCY], mode=["max", "min"],
+                             sampler=study.sampler, study_name=study.study_name, storage=study._storage,
+                             study=study, spec=spec)
+    resources = {"cpu": spec.runner.resources.cpu, "gpu": spec.runner.resources.gpu}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec_json=spec.model_dump_json()), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.runner.max_concurrent),
+                                    num_samples=n_trials if n_trials is not None else -1, time_budget_s=timeout_s),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str((spec.artifact_dir / "ray").resolve()),
+                                  failure_config=tune.FailureConfig(max_failures=spec.runner.max_failures),
+                                  callbacks=callbacks, verbose=0),
+    )
+    tuner.fit()

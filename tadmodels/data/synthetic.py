@@ -1,0 +1,351 @@
+"""Deterministic synthetic TAD datasets, written in exactly the formats real data uses.
+
+Each preset writes `annotations.json`, one `.npy` per video under `frames/` or `features/`, and
+`dataset.json` (the facts a `DataConfig` needs). The same preset and seed give byte-identical files,
+and `max_videos` gives a prefix of the same dataset, because every video draws from its own
+generator derived from (seed, subset, index).
+
+The classes are built so that no single time step reveals them, which is what makes depth and
+temporal context matter (and dropping blocks cost something):
+- frames: a bright square that moves in a class-specific direction while the action lasts, on a
+  dark noisy background, with static squares of the same look as distractors outside actions.
+  Appearance says "square", its colour (with more than 4 classes) says part of the class; only
+  motion across frames says action, and which direction.
+- features: class (a, b) emits prototype a in the first half of the action and b in the second,
+  and (b, a) is a different class; the background emits noise and short bursts of single
+  prototypes. A single vector can say "prototype a", never which class.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .config import DataConfig, SyntheticSource
+from .formats import VideoRecord, seconds_to_grid, write_annotations
+
+# Directions of motion for the frames flavour, as (dx, dy) in pixels; class = colour * 4 + direction.
+DIRECTIONS: dict[str, tuple[int, int]] = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+DEMO_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (("white", (230, 230, 230)),)
+THUMOS_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("white", (230, 230, 230)), ("red", (230, 50, 50)), ("green", (50, 220, 50)),
+    ("blue", (60, 90, 240)), ("yellow", (230, 220, 40)),
+)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """A log-normal distribution of durations in seconds, truncated to [low, high] by rejection
+    (clipping would pile probability onto the bounds)."""
+
+    median: float
+    sigma: float
+    low: float
+    high: float
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        values = np.empty(0)
+        while len(values) < size:
+            draws = self.median * np.exp(self.sigma * rng.standard_normal(2 * size + 4))
+            values = np.concatenate([values, draws[(draws >= self.low) & (draws <= self.high)]])
+        return values[:size]
+
+
+@dataclass(frozen=True)
+class SyntheticPreset:
+    """Every knob of one synthetic dataset.
+
+    `fps`, `feature_stride` and `clip_length` are what a `DataConfig` for this dataset should say
+    (`data_config` builds one). For features they describe how the `[T, C]` arrays were laid out
+    (position i covers frames [i * stride, i * stride + clip)); for frames, the grid of the tiny
+    end-to-end ViT the preset is designed for (tubelet 2: stride 2, clip 2).
+    """
+
+    name: str
+    kind: Literal["frames", "features"]
+    num_classes: int
+    subsets: tuple[tuple[str, int], ...]  # (subset, number of videos), in generation order
+    fps: float
+    feature_stride: int
+    clip_length: int
+    video_seconds: LogNormal
+    instance_seconds: LogNormal
+    instances_per_minute: float           # Poisson rate of actions per minute of video ...
+    min_instances: int                    # ... clamped to this range (and to what fits)
+    max_instances: int | None
+    min_gap_s: float                      # between actions, distractors and the video's ends
+    distractors_per_minute: float         # Poisson rate per minute of background
+    # frames flavour
+    frame_size: int = 32
+    square_size: int = 6
+    travel_px: int = 16                   # how far a square moves during an action
+    colours: tuple[tuple[str, tuple[int, int, int]], ...] = DEMO_COLOURS
+    background: float = 24.0
+    frame_noise: float = 8.0              # std of per-pixel Gaussian noise, in grey levels
+    # features flavour
+    channels: int = 64
+    # Gaussian noise with this expected norm relative to a (unit-norm) prototype: per-channel std
+    # feature_noise / sqrt(channels), so one time step tells its prototype apart equally well at
+    # any width while the detector's input projection must still learn to ignore most of the energy.
+    feature_noise: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.kind == "frames" and self.num_classes != len(self.colours) * len(DIRECTIONS):
+            raise ValueError(f"preset {self.name}: frames have {len(self.colours)} colours x "
+                             f"{len(DIRECTIONS)} directions, not {self.num_classes} classes")
+        if self.kind == "features" and self.num_classes % 2:
+            raise ValueError(f"preset {self.name}: feature classes come as (a, b), (b, a) pairs; "
+                             f"{self.num_classes} is odd")
+        if self.kind == "frames" and self.travel_px + self.square_size > self.frame_size:
+            raise ValueError(f"preset {self.name}: a square cannot travel {self.travel_px} px in {self.frame_size} px")
+        needed = self.min_instances * self.instance_seconds.high + (self.min_instances + 1) * self.min_gap_s
+        if needed > self.video_seconds.low:
+            raise ValueError(f"preset {self.name}: {self.min_instances} instances need {needed} s "
+                             f"but videos can be {self.video_seconds.low} s")
+
+    @property
+    def num_prototypes(self) -> int:
+        """Features: the fewest prototypes whose ordered pairs give every class."""
+        return next(k for k in range(2, self.num_classes + 2) if k * (k - 1) >= self.num_classes)
+
+    @property
+    def class_pairs(self) -> list[tuple[int, int]]:
+        """Features: class id -> (first-half prototype, second-half prototype); (a, b) and
+        (b, a) are neighbouring classes."""
+        k = self.num_prototypes
+        pairs = [pair for a in range(k) for b in range(a + 1, k) for pair in ((a, b), (b, a))]
+        return pairs[:self.num_classes]
+
+    @property
+    def label_names(self) -> list[str]:
+        if self.kind == "features":
+            return [f"p{a}_then_p{b}" for a, b in self.class_pairs]
+        return [f"{colour}_{direction}" for colour, _ in self.colours for direction in DIRECTIONS]
+
+    def data_config(self, root: Path, seed: int = 0) -> DataConfig:
+        """The `DataConfig` that reads this dataset from `root` (and regenerates it when missing)."""
+        return DataConfig(root=root, kind=self.kind, fps=self.fps, feature_stride=self.feature_stride,
+                          clip_length=self.clip_length, train_subset=self.subsets[0][0],
+                          test_subset=self.subsets[1][0], labels=self.label_names,
+                          synthetic=SyntheticSource(preset=self.name, seed=seed))
+
+
+_DEMO_TIMELINE = dict(
+    num_classes=4, subsets=(("validation", 32), ("test", 16)), fps=8.0,
+    video_seconds=LogNormal(median=17.0, sigma=0.25, low=12.0, high=24.0),
+    instance_seconds=LogNormal(median=3.2, sigma=0.3, low=2.0, high=5.0),
+    instances_per_minute=7.0, min_instances=1, max_instances=3, min_gap_s=1.0, distractors_per_minute=10.0,
+)
+# THUMOS14: 200 validation / 213 test videos, 20 classes, durations with a median near 3 minutes,
+# about 15 instances per video (3,358 over the 213 test videos) of mostly 1-10 s (median ~4 s).
+# A truncated log-normal with sigma 0.6 has a mean near 215 s, so 4.5 per minute gives ~15 per video (fewer where they do not fit).
+_THUMOS_TIMELINE = dict(
+    num_classes=20, subsets=(("validation", 200), ("test", 213)),
+    video_seconds=LogNormal(median=180.0, sigma=0.6, low=30.0, high=900.0),
+    instance_seconds=LogNormal(median=4.0, sigma=0.55, low=1.0, high=16.0),
+    instances_per_minute=4.5, min_instances=1, max_instances=None, min_gap_s=1.0, distractors_per_minute=3.0,
+)
+
+PRESETS: dict[str, SyntheticPreset] = {
+    preset.name: preset for preset in (
+        SyntheticPreset(name="demo", kind="frames", feature_stride=2, clip_length=2, **_DEMO_TIMELINE),
+        SyntheticPreset(name="demo-features", kind="features", feature_stride=1, clip_length=1, channels=64,
+                        **_DEMO_TIMELINE),
+        SyntheticPreset(name="thumos-like", kind="frames", fps=10.0, feature_stride=2, clip_length=2,
+                        colours=THUMOS_COLOURS, **_THUMOS_TIMELINE),
+        # THUMOS14 I3D convention: 2048 channels, 16-frame clips every 4 frames at 30 fps.
+        SyntheticPreset(name="thumos-like-features", kind="features", fps=30.0, feature_stride=4, clip_length=16,
+                        channels=2048, **_THUMOS_TIMELINE),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """What happens when in one video, in whole frames: actions and distractors, each a
+    half-open frame interval [start, end), all disjoint and at least `min_gap_s` apart."""
+
+    num_frames: int
+    fps: float
+    actions: np.ndarray      # int64 [N, 2] frame intervals, in time order
+    labels: np.ndarray       # int64 [N] class ids
+    distractors: np.ndarray  # int64 [M, 2] frame intervals, in time order
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    @property
+    def segments(self) -> np.ndarray:
+        """Actions in seconds, float64 [N, 2]: frame k spans [k / fps, (k + 1) / fps)."""
+        return self.actions / self.fps
+
+
+def preset_named(name: str) -> SyntheticPreset:
+    """The registered preset `name`; the error lists the ones there are."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown synthetic preset {name!r}; the presets are {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def make_timeline(preset: SyntheticPreset, rng: np.random.Generator) -> Timeline:
+    """Draw one video's length, its actions (count, lengths, classes, places) and its
+    distractors, without rendering anything."""
+    fps = preset.fps
+    num_frames = max(1, round(float(preset.video_seconds.sample(rng, 1)[0]) * fps))
+    gap = math.ceil(preset.min_gap_s * fps)
+    count = int(rng.poisson(preset.instances_per_minute * num_frames / fps / 60))
+    count = max(preset.min_instances, count if preset.max_instances is None else min(count, preset.max_instances))
+    lengths = _frame_lengths(preset, rng, count)
+    actions = _place(rng, 0, num_frames, lengths, gap)
+    labels = rng.integers(0, preset.num_classes, size=len(actions))
+    # Distractors go into the background between actions (and the video's ends), kept `gap` away
+    # from actions so that they never touch an action's boundary.
+    bounds = [0, *actions.reshape(-1).tolist(), num_frames]
+    distractors = []
+    for free_start, free_end in zip(bounds[::2], bounds[1::2]):
+        count = int(rng.poisson(preset.distractors_per_minute * (free_end - free_start) / fps / 60))
+        distractors.append(_place(rng, free_start, free_end, _frame_lengths(preset, rng, count), gap))
+    return Timeline(num_frames, fps, actions, labels.astype(np.int64), np.concatenate(distractors).reshape(-1, 2))
+
+
+def _frame_lengths(preset: SyntheticPreset, rng: np.random.Generator, count: int) -> np.ndarray:
+    seconds = preset.instance_seconds.sample(rng, count)
+    return np.maximum(2, np.round(seconds * preset.fps)).astype(np.int64)
+
+
+def _place(rng: np.random.Generator, start: int, end: int, lengths: np.ndarray, gap: int) -> np.ndarray:
+    """Lay intervals of `lengths` frames into [start, end) in order, at random, at least `gap`
+    frames from each other and from both ends; the last lengths are left out while they do not fit."""
+    span = end - start
+    count = len(lengths)
+    while count and int(lengths[:count].sum()) + (count + 1) * gap > span:
+        count -= 1
+    lengths = lengths[:count]
+    slack = span - int(lengths.sum()) - (count + 1) * gap
+    # Sorted uniform cuts of the slack: the slack before each interval, spread at random.
+    cuts = np.sort(rng.integers(0, slack + 1, size=count))
+    before = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    starts = start + cuts + gap * np.arange(1, count + 1) + before
+    return np.stack([starts, starts + lengths], axis=1).astype(np.int64).reshape(-1, 2)
+
+
+def render(preset: SyntheticPreset, timeline: Timeline, rng: np.random.Generator,
+           prototypes: np.ndarray | None = None) -> np.ndarray:
+    """The array one video's `.npy` holds: uint8 frames [T, H, W, 3] or float32 features [T, C]
+    (`prototypes` from `make_prototypes` for the features flavour)."""
+    if preset.kind == "frames":
+        return _render_frames(preset, timeline, rng)
+    if prototypes is None:
+        raise ValueError(f"preset {preset.name}: rendering features needs the prototypes")
+    return _render_features(preset, timeline, rng, prototypes)
+
+
+def _render_frames(preset: SyntheticPreset, timeline: Timeline, rng: np.random.Generator) -> np.ndarray:
+    size, square, travel = preset.frame_size, preset.square_size, preset.travel_px
+    canvas = np.full((timeline.num_frames, size, size, 3), preset.background, dtype=np.float32)
+    directions = list(DIRECTIONS.values())
+    for (start, end), label in zip(timeline.actions.tolist(), timeline.labels.tolist()):
+        colour = preset.colours[label // len(directions)][1]
+        dx, dy = directions[label % len(directions)]
+        # The start is drawn so that the whole path stays inside the frame; over all directions and
+        # phases the square's position has the same distribution, so one frame shows no direction.
+        x0, y0 = (_path_start(rng, size, square, travel, d) for d in (dx, dy))
+        progress = np.linspace(0.0, 1.0, end - start)
+        xs = np.round(x0 + dx * travel * progress).astype(int)
+        ys = np.round(y0 + dy * travel * progress).astype(int)
+        for frame, x, y in zip(range(start, end), xs, ys):
+            canvas[frame, y:y + square, x:x + square] = colour
+    for start, end in timeline.distractors.tolist():
+        colour = preset.colours[int(rng.integers(len(preset.colours)))][1]
+        x, y = rng.integers(0, size - square + 1, size=2)
+        canvas[start:end, y:y + square, x:x + square] = colour
+    canvas += preset.frame_noise * rng.standard_normal(canvas.shape, dtype=np.float32)
+    return np.clip(canvas, 0, 255, out=canvas).astype(np.uint8)
+
+
+def _path_start(rng: np.random.Generator, size: int, square: int, travel: int, direction: int) -> int:
+    """Start coordinate on one axis of a square that moves `direction * travel` pixels."""
+    low = travel if direction < 0 else 0
+    high = size - square - (travel if direction > 0 else 0)
+    return int(rng.integers(low, high + 1))
+
+
+def make_prototypes(preset: SyntheticPreset, rng: np.random.Generator) -> np.ndarray:
+    """Random unit-norm prototype vectors, float64 [K, C]."""
+    vectors = rng.standard_normal((preset.num_prototypes, preset.channels))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def feature_length(preset: SyntheticPreset, num_frames: int) -> int:
+    """Feature positions of a video: clips of `clip_length` frames every `feature_stride` frames
+    that fit inside it (at least one)."""
+    return max(1, (num_frames - preset.clip_length) // preset.feature_stride + 1)
+
+
+def _render_features(preset: SyntheticPreset, timeline: Timeline, rng: np.random.Generator,
+                     prototypes: np.ndarray) -> np.ndarray:
+    length = feature_length(preset, timeline.num_frames)
+    std = preset.feature_noise / math.sqrt(preset.channels)
+    features = std * rng.standard_normal((length, preset.channels), dtype=np.float32)
+    pairs = preset.class_pairs
+    for (start, end), label in zip(_grid_spans(preset, timeline.actions, length), timeline.labels.tolist()):
+        a, b = pairs[label]
+        positions = np.arange(start, end + 1)
+        # First half a, second half b; a position exactly in the middle gets half of each, so that
+        # (a, b) and (b, a) emit the same mixture of vectors and differ only in their order.
+        middle = (start + end) / 2
+        weight = np.where(positions < middle, 1.0, np.where(positions > middle, 0.0, 0.5))[:, None]
+        features[start:end + 1] += weight * prototypes[a] + (1 - weight) * prototypes[b]
+    for start, end in _grid_spans(preset, timeline.distractors, length):
+        features[start:end + 1] += prototypes[int(rng.integers(len(prototypes)))]
+    return features
+
+
+def _grid_spans(preset: SyntheticPreset, intervals: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """Frame intervals -> inclusive ranges of the feature positions (of `length`) whose centres lie
+    inside them, by the same `seconds_to_grid` convention the loaders use to place the annotations."""
+    grid = seconds_to_grid(intervals / preset.fps, preset.fps, preset.feature_stride, preset.clip_length)
+    return [(max(0, math.ceil(start)), min(length - 1, math.floor(end))) for start, end in grid.reshape(-1, 2).tolist()]
+
+
+def _generator(seed: int, *key: int) -> np.random.Generator:
+    """An independent generator per (seed, key): what one video draws does not depend on how many
+    videos come before it or are generated at all."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def generate(preset: str, out: Path, seed: int = 0, max_videos: int | None = None) -> Path:
+    """Write preset `preset` to `out`: `annotations.json`, `frames/` or `features/` with one `.npy`
+    per video, and `dataset.json`. `max_videos` keeps the first videos of each subset, the same
+    ones the full dataset has. Returns `out`."""
+    spec = preset_named(preset)
+    out = Path(out)
+    inputs = out / spec.kind
+    inputs.mkdir(parents=True, exist_ok=True)
+    prototypes = make_prototypes(spec, _generator(seed, 0)) if spec.kind == "features" else None
+    records = []
+    for subset_index, (subset, count) in enumerate(spec.subsets):
+        for index in range(count if max_videos is None else min(count, max_videos)):
+            video_id = f"video_{subset}_{index + 1:07d}"
+            timeline = make_timeline(spec, _generator(seed, 1, subset_index, index, 0))
+            array = render(spec, timeline, _generator(seed, 1, subset_index, index, 1), prototypes)
+            np.save(inputs / f"{video_id}.npy", array, allow_pickle=False)
+            records.append(VideoRecord(video_id, subset, timeline.duration, spec.fps, timeline.segments, timeline.labels))
+    facts = {
+        "preset": spec.name, "seed": seed, "kind": spec.kind, "fps": spec.fps,
+        "feature_stride": spec.feature_stride, "clip_length": spec.clip_length, "label_names": spec.label_names,
+        "subsets": {subset: sum(r.subset == subset for r in records) for subset, _ in spec.subsets},
+        **({"frame_size": [spec.frame_size, spec.frame_size]} if spec.kind == "frames" else {"channels": spec.channels}),
+        # Without `root` (the directory holding this file), so the bytes do not depend on where it is.
+        "data_config": spec.data_config(out, seed).model_dump(mode="json", exclude_defaults=True, exclude={"root"}),
+    }
+    (out / "dataset.json").write_text(json.dumps(facts, indent=1) + "\n")
+    # The annotations go last: their presence is what marks a dataset as complete (the trainer
+    # regenerates a synthetic dataset whose annotations are missing).
+    write_annotations(out / "annotations.json", records, spec.label_names)
+    return out

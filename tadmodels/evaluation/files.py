@@ -1,0 +1,138 @@
+"""Reading the ground truth (annotation JSON) and the predictions (ActivityNet results JSON) into `Segments`.
+
+Every problem is an `EvaluationInputError` naming the file and the place in it, e.g.
+`preds.json: results['vid_3'][2]: 'score' missing`: evaluation files come from other tools and
+other people, and a message that points into the file is what makes them fixable.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .segments import Segments
+
+
+class EvaluationInputError(ValueError):
+    """An evaluation file that cannot be read as promised; the message names the file and what is wrong."""
+
+
+def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
+    """Ground-truth segments of an annotation file `{"database": {video_id: {"subset",
+    "annotations": [{"label", "segment": [start_s, end_s]}]}}}`, optionally only the videos of
+    one subset. Rows are in file order. Every selected video belongs to the ground truth, also
+    one without annotations (see `Segments.all_videos`). Other keys ("duration", "fps",
+    "label_id") are not needed here and not read."""
+    database = _read_json(path, "database", 'expected {"database": {video_id: {"subset", "annotations"}}}')
+    if subset is not None:
+        database = _select_subset(path, database, subset)
+    rows, videos = [], []
+    for video_id, entry in database.items():
+        where = f"database[{video_id!r}]"
+        if not isinstance(entry, dict):
+            raise EvaluationInputError(f"{path}: {where}: expected an object with \"annotations\", "
+                                       f"got {type(entry).__name__}")
+        annotations = _field(path, where, entry, "annotations")
+        if not isinstance(annotations, list):
+            raise EvaluationInputError(f"{path}: {where}['annotations']: expected a list, "
+                                       f"got {type(annotations).__name__}")
+        videos.append(video_id)
+        for index, annotation in enumerate(annotations):
+            label, start, end = _labelled_segment(path, f"{where}['annotations'][{index}]", annotation)
+            rows.append((video_id, label, start, end))
+    if not rows:
+        within = "" if subset is None else f" in subset {subset!r}"
+        raise EvaluationInputError(f"{path}: no annotations{within}, so no classes to evaluate")
+    return Segments.from_rows(rows, all_videos=videos)
+
+
+def load_predictions(path: str | Path) -> Segments:
+    """Predictions of an ActivityNet results file `{"results": {video_id: [{"label", "score",
+    "segment": [start_s, end_s]}]}}`. Rows are in file order (videos in file order, then each
+    video's list in order), which is the order that breaks score ties."""
+    results = _read_json(path, "results", 'expected {"results": {video_id: [{"label", "score", "segment"}]}}')
+    rows = []
+    for video_id, predictions in results.items():
+        if not isinstance(predictions, list):
+            raise EvaluationInputError(f"{path}: results[{video_id!r}]: expected a list of predictions, "
+                                       f"got {type(predictions).__name__}")
+        for index, prediction in enumerate(predictions):
+            where = f"results[{video_id!r}][{index}]"
+            label, start, end = _labelled_segment(path, where, prediction)
+            score = _field(path, where, prediction, "score")
+            if not _is_finite_number(score):
+                raise EvaluationInputError(f"{path}: {where}['score']: expected a finite number, got {score!r}")
+            rows.append((video_id, label, start, end, float(score)))
+    return Segments.from_rows(rows)
+
+
+def _read_json(path: str | Path, key: str, expected: str) -> dict[str, Any]:
+    """The object under `key` of a JSON file."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            content = json.load(file, object_pairs_hook=_reject_duplicate_keys)
+    except FileNotFoundError:
+        raise EvaluationInputError(f"{path}: file does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise EvaluationInputError(f"{path}: cannot be read: {error}") from None
+    except ValueError as error:  # json.JSONDecodeError, or a duplicate key
+        raise EvaluationInputError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(content, dict) or key not in content:
+        raise EvaluationInputError(f"{path}: no {key!r} key at the top level; {expected}")
+    if not isinstance(content[key], dict):
+        raise EvaluationInputError(f"{path}: {key!r} must be an object mapping video ids to videos, "
+                                   f"got {type(content[key]).__name__}")
+    return content[key]
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.load would silently keep the last of two entries with the same video id.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"duplicate key {duplicate!r}")
+    return result
+
+
+def _select_subset(path: str | Path, database: dict[str, Any], subset: str) -> dict[str, Any]:
+    subsets = {}
+    for video_id, entry in database.items():
+        if not isinstance(entry, dict) or "subset" not in entry:
+            raise EvaluationInputError(f"{path}: database[{video_id!r}]: 'subset' missing "
+                                       f"(needed to select subset {subset!r})")
+        subsets[video_id] = entry["subset"]
+    selected = {video_id: entry for video_id, entry in database.items() if subsets[video_id] == subset}
+    if not selected:
+        known = sorted({str(name) for name in subsets.values()})
+        raise EvaluationInputError(f"{path}: no videos in subset {subset!r}; the subsets are {known}")
+    return selected
+
+
+def _field(path: str | Path, where: str, entry: dict[str, Any], key: str) -> Any:
+    if key not in entry:
+        raise EvaluationInputError(f"{path}: {where}: {key!r} missing")
+    return entry[key]
+
+
+def _labelled_segment(path: str | Path, where: str, entry: Any) -> tuple[str, float, float]:
+    """The label and the `[start, end]` of an annotation or prediction object, checked."""
+    if not isinstance(entry, dict):
+        raise EvaluationInputError(f"{path}: {where}: expected an object, got {type(entry).__name__}")
+    label = _field(path, where, entry, "label")
+    if not isinstance(label, str):
+        raise EvaluationInputError(f"{path}: {where}['label']: expected a string (labels match by name), "
+                                   f"got {label!r}")
+    segment = _field(path, where, entry, "segment")
+    if not (isinstance(segment, list) and len(segment) == 2 and all(map(_is_finite_number, segment))):
+        raise EvaluationInputError(f"{path}: {where}['segment']: expected [start_s, end_s] with finite numbers, "
+                                   f"got {segment!r}")
+    start, end = float(segment[0]), float(segment[1])
+    if end < start:
+        raise EvaluationInputError(f"{path}: {where}['segment']: [{start}, {end}] ends before it starts")
+    return label, start, end
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,78 @@
+"""The `data`, `model` and `train` sections a spec file holds (a study spec adds its own sections)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .data.config import DataConfig
+from .evaluation import THUMOS14_TIOUS
+from .models import ModelConfig
+
+
+class TrainConfig(BaseModel):
+    """AdamW with linear warm-up then cosine decay, EMA of the weights, gradient clipping."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=2, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: float = Field(default=5, ge=0)
+    ema_decay: float = Field(default=0.999, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, gt=0)
+    seed: int = 0
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; None keeps torch's default")
+    device: str = "auto"
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tious: list[float] = Field(default_factory=lambda: list(THUMOS14_TIOUS))
+    profile_positions: int | None = Field(default=None, ge=1,
+                                          description="grid positions of the latency input; None: data.max_seq_len")
+    latency_repeats: int = Field(default=20, ge=1)
+
+
+class ExperimentSpec(BaseModel):
+    """What `tadprune train` needs: the dataset, the model, how to train and evaluate it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _frames_need_backbone(self) -> "ExperimentSpec":
+        if (self.data.kind == "frames") != (self.model.backbone is not None):
+            raise ValueError(f"data.kind is {self.data.kind!r}: frames need model.backbone, features need model.input_dim")
+        return self
+
+
+class SpecError(ValueError):
+    """A spec file that cannot be used; the message names the file and the offending fields."""
+
+
+def load_spec(path: Path, spec_type: type[BaseModel] = ExperimentSpec) -> BaseModel:
+    """Read and validate a YAML spec, reporting every bad field with its dotted path."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return spec_type.model_validate(raw)
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+        )
+        raise SpecError(f"{path}: invalid spec\n{problems}") from None
