@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tadprune train studies/demo.yaml --out runs/demo/base
-	$(VENV)/bin/tadprune profile runs/demo/base --threads 2
+	$(VENV)/bin/tadprune study launch studies/demo.yaml
+	$(VENV)/bin/tadprune study pareto --storage sqlite:///studies/demo.db --study demo --out runs/demo/pareto
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

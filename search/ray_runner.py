@@ -2,6 +2,7 @@
 driver is the only process that writes to it), per-trial resources, retries and a concurrency cap."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from .spec import StudySpec
 from .study import artifact_store, record_outcome
 
 FAIL_REASON = "fail_reason"
+ATTRS = "attrs_json"
 _worker_runners: dict[str, TrialRunner] = {}
 
 
@@ -31,7 +33,8 @@ def run_trial(config: dict[str, Any], spec_json: str) -> None:
     except TrialFailure as error:
         tune.report({FAIL_REASON: str(error)})
         return
-    tune.report({MAP: outcome.values[0], LATENCY: outcome.values[1], "attrs": outcome.attrs,
+    # Tune flattens nested result dicts into "attrs/key" columns; one JSON string arrives whole.
+    tune.report({MAP: outcome.values[0], LATENCY: outcome.values[1], ATTRS: json.dumps(outcome.attrs),
                  "checkpoint": str(outcome.checkpoint)})
 
 
@@ -56,7 +59,7 @@ class StudySearcher(OptunaSearch):
         if error:
             ot_trial.set_user_attr(FAIL_REASON, "the worker raised an error after its retries; see the Ray trial logs")
         elif result and MAP in result:
-            outcome = TrialOutcome((result[MAP], result[LATENCY]), result["attrs"], Path(result["checkpoint"]))
+            outcome = TrialOutcome((result[MAP], result[LATENCY]), json.loads(result[ATTRS]), Path(result["checkpoint"]))
             record_outcome(self._study_handle, ot_trial._trial_id, outcome, self._artifacts)
         return super().on_trial_complete(trial_id, result, error)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tadmodels.data import PRESETS, DataConfig, generate, load_annotations, load_video_array, make_timeline, render
-from tadmodels.data.synthetic import DIRECTIONS, Timeline, feature_length, make_prototypes
+from tadmodels.data.synthetic import PALETTE, Timeline, feature_length, make_prototypes
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,12 @@ def test_demo_and_demo_features_share_timelines(demo: Path, demo_features: Path)
 
 
 def one_action_timeline(label: int, fps: float) -> Timeline:
-    return Timeline(num_frames=96, fps=fps, actions=np.array([[20, 61]]), labels=np.array([label]),
+    """96 frames: one action of 40 frames (an even count, so its halves are equal) and a distractor."""
+    return Timeline(num_frames=96, fps=fps, actions=np.array([[20, 60]]), labels=np.array([label]),
                     distractors=np.array([[75, 90]]))
+
+
+INSIDE = slice(20, 60)
 
 
 def test_features_one_step_does_not_reveal_the_order() -> None:
@@ -123,58 +127,62 @@ def test_features_one_step_does_not_reveal_the_order() -> None:
     for label in range(0, preset.num_classes, 2):
         forward, backward = (render(preset, one_action_timeline(c, preset.fps), np.random.default_rng(0), prototypes)
                              for c in (label, label + 1))
-        inside = slice(20, 61)
         # The same vectors in the opposite order: equal means, different first halves.
-        np.testing.assert_allclose(forward[inside].mean(0), backward[inside].mean(0), atol=1e-6)
-        np.testing.assert_allclose(forward[inside], backward[inside][::-1], atol=1e-6)
+        np.testing.assert_allclose(forward[INSIDE].mean(0), backward[INSIDE].mean(0), atol=1e-6)
+        np.testing.assert_allclose(forward[INSIDE], backward[INSIDE][::-1], atol=1e-6)
         assert np.linalg.norm(forward[20:40].mean(0) - backward[20:40].mean(0)) > 1.0
         assert np.abs(forward[:20]).max() == 0  # background is noise only, here none
 
 
-def test_features_dataset_mean_vector_is_order_free(demo_features: Path) -> None:
-    preset = PRESETS["demo-features"]
-    config = preset.data_config(demo_features)
+def in_action_steps(preset_name: str, root: Path, half: bool = False) -> dict[int, np.ndarray]:
+    """Every time step inside an action of each class (only the first halves with `half`)."""
+    preset = PRESETS[preset_name]
+    config = preset.data_config(root)
     annotations = load_annotations(config.annotations_path, config.labels)
     steps: dict[int, list[np.ndarray]] = {label: [] for label in range(preset.num_classes)}
-    first_half: dict[int, list[np.ndarray]] = {label: [] for label in range(preset.num_classes)}
     for video in annotations.videos.values():
         array = np.asarray(load_video_array(config, video))
         for (start, end), label in zip(np.round(video.segments * preset.fps).astype(int), video.labels):
-            steps[label].append(array[start:end])
-            first_half[label].append(array[start:(start + end) // 2])
-    for label in range(0, preset.num_classes, 2):
-        mean = [np.concatenate(steps[c]).mean(0) for c in (label, label + 1)]
-        first = [np.concatenate(first_half[c]).mean(0) for c in (label, label + 1)]
-        assert np.linalg.norm(mean[0] - mean[1]) < 0.2
-        assert np.linalg.norm(first[0] - first[1]) > 1.0
+            steps[label].append(array[start:(start + end) // 2 if half else end])
+    return {label: np.concatenate(arrays) for label, arrays in steps.items()}
 
 
-def test_frames_one_frame_does_not_reveal_the_direction() -> None:
+def test_features_dataset_mean_vector_is_order_free(demo_features: Path) -> None:
+    steps = in_action_steps("demo-features", demo_features)
+    first_half = in_action_steps("demo-features", demo_features, half=True)
+    for label in range(0, len(steps), 2):
+        assert np.linalg.norm(steps[label].mean(0) - steps[label + 1].mean(0)) < 0.2
+        assert np.linalg.norm(first_half[label].mean(0) - first_half[label + 1].mean(0)) > 1.0
+
+
+def bright(frame: np.ndarray) -> np.ndarray:
+    return frame.max(axis=-1) > 128
+
+
+def test_frames_one_frame_does_not_reveal_the_order() -> None:
     preset = dataclasses.replace(PRESETS["demo"], frame_noise=0.0)
-    histograms = {}
-    for direction, label in (("left", 1), ("right", 0)):
-        assert list(DIRECTIONS)[label] == direction
-        frames = render(preset, one_action_timeline(label, preset.fps), np.random.default_rng(1))
-        histograms[direction] = [np.bincount(frame.reshape(-1), minlength=256) for frame in frames[20:61]]
-        # Motion carries the class: the bright square's centre moves the class's way.
-        xs = [np.nonzero(frame[..., 0] > 128)[1].mean() for frame in frames[20:61]]
-        assert (xs[-1] - xs[0]) * DIRECTIONS[direction][0] == pytest.approx(preset.travel_px)
-        # Distractors look the same and stay still.
-        assert np.array_equal(frames[75], frames[89]) and (frames[75] > 128).sum() == 3 * preset.square_size ** 2
-    assert all(np.array_equal(left, right) for left, right in zip(histograms["left"], histograms["right"]))
+    area = preset.square_size ** 2
+    for label in range(0, preset.num_classes, 2):
+        forward, backward = (render(preset, one_action_timeline(c, preset.fps), np.random.default_rng(1))
+                             for c in (label, label + 1))
+        first, second = (PALETTE[c][1] for c in preset.class_pairs[label])
+        # Class (a, b) shows colour a, then b; (b, a) the same frames' colours in the other order.
+        assert tuple(forward[20][bright(forward[20])][0]) == first
+        assert tuple(forward[59][bright(forward[59])][0]) == second
+        histograms = [sorted(tuple(np.bincount(f.reshape(-1), minlength=256)) for f in frames[INSIDE])
+                      for frames in (forward, backward)]
+        assert histograms[0] == histograms[1]
+        assert all(bright(frame).sum() == area for frame in forward[INSIDE])
+        # Distractors: the same square, one colour, standing still.
+        assert np.array_equal(forward[75], forward[89]) and bright(forward[75]).sum() == area
+        assert not bright(forward[:20]).any()
 
 
-def test_frames_dataset_histograms_match_across_directions(demo: Path) -> None:
-    preset = PRESETS["demo"]
-    config = preset.data_config(demo)
-    annotations = load_annotations(config.annotations_path, config.labels)
-    histograms = {label: np.zeros(256) for label in range(preset.num_classes)}
-    for video in annotations.videos.values():
-        array = np.asarray(load_video_array(config, video))
-        for (start, end), label in zip(np.round(video.segments * preset.fps).astype(int), video.labels):
-            histograms[label] += np.bincount(array[start:end].reshape(-1), minlength=256)
-    normalised = [h / h.sum() for h in histograms.values()]
-    assert all(np.abs(h - normalised[0]).sum() < 0.02 for h in normalised[1:])
+def test_frames_dataset_histograms_are_order_free(demo: Path) -> None:
+    steps = in_action_steps("demo", demo)
+    histograms = [np.bincount(frames.reshape(-1), minlength=256) / frames.size for frames in steps.values()]
+    for label in range(0, len(histograms), 2):
+        assert np.abs(histograms[label] - histograms[label + 1]).sum() < 0.03
 
 
 def test_unknown_preset(tmp_path: Path) -> None:

@@ -1,0 +1,66 @@
+"""VideoMAE-S with 0..4 blocks dropped: MACs and measured latency of the backbone, in one run.
+
+MACs are counted at the paper's shapes (16-frame chunks at 160 px, the 16 chunks of a 256-frame
+window) on the meta device, so no memory or time is spent. Latency is measured on CUDA when present
+at those shapes; on CPU at a smaller batch of chunks (same per-chunk shape), which is said in the
+output. Latency ratios against the full model, within one run, are the figures to compare.
+
+    python benchmarks/depth_curve.py [--chunks 16] [--cpu-chunks 2] [--repeats 10]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from tadmodels.models import VideoMAEBackbone, VideoMAEConfig
+from tadmodels.profile import count_macs, measure_latency, resolve_device
+from tadmodels.profile.latency import device_description
+
+# Blocks dropped in the order greedy PBD tends to remove them from the back half first; for
+# latency and MACs only the count matters, since every block has the same shape.
+DROP_ORDER = ["blocks.11", "blocks.9", "blocks.7", "blocks.5"]
+
+
+def backbone_with(dropped: int, device: torch.device | str) -> VideoMAEBackbone:
+    with torch.device(device):
+        backbone = VideoMAEBackbone(VideoMAEConfig(preset="S"))
+    for name in DROP_ORDER[:dropped]:
+        del backbone.blocks[name.split(".")[1]]
+    return backbone.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=16, help="chunks per window at the paper's shape")
+    parser.add_argument("--cpu-chunks", type=int, default=2, help="chunks timed when no GPU is present")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    device = resolve_device("auto")
+    chunks = args.chunks if device.type == "cuda" else args.cpu_chunks
+    shape = (3, 16, 160, 160)
+    rows = []
+    for dropped in range(5):
+        meta = backbone_with(dropped, "meta")
+        macs = count_macs(lambda: meta(torch.empty(args.chunks, *shape, device="meta")))
+        backbone = backbone_with(dropped, device)
+        x = torch.randn(chunks, *shape, device=device)
+        record = measure_latency(lambda: backbone(x), device, list(x.shape), torch.float32,
+                                 repeats=args.repeats, warmup=args.warmup, threads=args.threads)
+        rows.append({"dropped": dropped, "gmacs": macs / 1e9, "latency_ms": record.median_ms, "iqr_ms": record.iqr_ms})
+    full = rows[0]
+    print(f"device: {device_description(device)}; MACs at {args.chunks} x {list(shape)}; "
+          f"latency at {chunks} x {list(shape)}")
+    print("| blocks dropped | GMACs | MACs vs full | latency ms (IQR) | speed-up |")
+    print("| --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['dropped']} | {row['gmacs']:.1f} | {row['gmacs'] / full['gmacs']:.3f} | "
+              f"{row['latency_ms']:.1f} ({row['iqr_ms']:.1f}) | {full['latency_ms'] / row['latency_ms']:.2f}x |")
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Studies end to end on the tiny setting: real Optuna RDB storage, a real (small) Ray Tune run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.launch import launch
+from search.spec import load_study_spec
+
+
+def spec_copy(tiny_setting: Path, tmp_path: Path, **changes) -> Path:
+    """The tiny study spec with its own storage and artifacts, and `changes` applied."""
+    raw = yaml.safe_load(tiny_setting.read_text())
+    raw.update(storage=f"sqlite:///{tmp_path / 'study.db'}", artifacts=str(tmp_path / "artifacts"), **changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def baseline_trials(study: optuna.Study) -> list:
+    return [t for t in study.get_trials() if t.user_attrs.get("baseline") == "greedy"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_local_study_records_baseline_attributes_and_resumes(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path)
+    result = run("study", "launch", path, "--quiet", "--max-latency-ms", "1e6")
+    assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4 and len(study.directions) == 2
+    assert study.metric_names == ["average_mAP", "latency_ms"]
+    chain = study.user_attrs["greedy_chain"]
+    assert [t.user_attrs["drops"] for t in baseline_trials(study)] == [chain[:1], chain[:2]]
+    attrs = complete[-1].user_attrs
+    for key in ("schedule", "per_tiou", "latency_median_ms", "latency_iqr_ms", "macs", "params", "latency_device",
+                "wall_time_s", "cache", "checkpoint_artifacts"):
+        assert key in attrs
+    assert complete[-1].system_attrs["constraints"][0] < 0  # the latency budget, as optuna-dashboard reads it
+    # The baseline's aligned prefixes were cached when the chain was computed: its trials align nothing.
+    assert all(t.user_attrs["cache"]["alignment_steps_run"] == 0 for t in baseline_trials(study))
+
+    again = run("study", "launch", path, "--quiet", "--n-trials", "6", "--max-latency-ms", "1e6")
+    assert again.exit_code == 0, again.output
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    assert len(baseline_trials(study)) == 2
+
+    pareto = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front", "--json")
+    assert pareto.exit_code == 0, pareto.output
+    report = json.loads(pareto.output.strip().splitlines()[-1])
+    assert report["hypervolume"]["all"] >= max(report["hypervolume"]["search"], report["hypervolume"]["greedy"])
+    assert (tmp_path / "front.png").stat().st_size > 0 and (tmp_path / "front.html").stat().st_size > 0
+
+    exported = run("study", "export", "--storage", storage, "--study", "tiny", "--min-map", "0", "--out", tmp_path / "best.json")
+    assert exported.exit_code == 0, exported.output
+    schedule = json.loads((tmp_path / "best.json").read_text())
+    assert schedule["format"] == "tadprune.schedule" and "results" in schedule
+    assert (tmp_path / "best.model" / "model.safetensors").exists()
+
+
+def test_a_changed_spec_under_the_same_name_is_refused(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path, n_trials=2)
+    assert run("study", "launch", path, "--quiet").exit_code == 0
+    changed = spec_copy(tiny_setting, tmp_path, n_trials=2, search={"max_drops": 1, "channel_ratios": [0.0]})
+    result = run("study", "launch", changed, "--quiet")
+    assert result.exit_code == 2
+    assert "search.max_drops: 2 -> 1" in result.output
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_setting, tmp_path, monkeypatch):
+    import pruning.progressive
+
+    def diverge(model, ratios):
+        raise FloatingPointError("alignment loss is nan")
+
+    monkeypatch.setattr(pruning.progressive, "prune_channels", diverge)
+    spec = load_study_spec(spec_copy(tiny_setting, tmp_path, n_trials=8, sampler="random", seed=3))
+    study = launch(spec, {"max_latency_ms": None, "min_map": None}, show_progress=False)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed, "the search space has channel ratios, some trial must have drawn one"
+    assert all("alignment loss is nan" in t.user_attrs["fail_reason"] for t in failed)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
+
+
+def test_spec_errors_name_the_field(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path, sampler="annealing")
+    result = run("study", "launch", path)
+    assert result.exit_code == 2 and "sampler" in result.output
+    raw = yaml.safe_load(tiny_setting.read_text())
+    raw["search"]["max_dorps"] = 1
+    path.write_text(yaml.safe_dump(raw))
+    result = run("study", "launch", path)
+    assert result.exit_code == 2 and "search.max_dorps" in result.output
+
+
+def test_ray_study_with_two_workers_writes_a_loadable_study(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path, n_trials=4,
+                     runner={"kind": "ray", "max_concurrent": 2, "resources": {"cpu": 1}})
+    result = run("study", "launch", path, "--quiet")
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    assert len(baseline_trials(study)) == 2
+    assert all("checkpoint_artifacts" in t.user_attrs for t in complete)
+
+
+def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path, n_trials=30)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "study", "launch", str(path), "--quiet"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            time.sleep(2)
+            try:
+                study = optuna.load_study(study_name="tiny", storage=storage)
+            except KeyError:
+                continue
+            if len(study.get_trials(states=(TrialState.COMPLETE,))) >= 3:
+                break
+        else:
+            pytest.fail("the driver completed no trials in time")
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    kept = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    result = run("study", "launch", path, "--quiet", "--n-trials", str(len(kept) + 2))
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    complete = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert kept <= complete and len(complete) >= len(kept) + 1
+    completed_baseline = [t for t in baseline_trials(study) if t.state == TrialState.COMPLETE]
+    assert len(completed_baseline) == 2
+    assert not study.get_trials(states=(TrialState.RUNNING,))
