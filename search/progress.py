@@ -23,6 +23,8 @@ class StudyProgress:
         if self.live is not None:
             self.refresh()
             self.live.__exit__(*exc)
+            if not self.live.console.is_terminal:
+                self.live.console.line()  # a terminal gets its line break from the cursor handling
 
     def _render(self) -> str:
         trials = self.study.get_trials(deepcopy=False)
@@ -43,19 +45,32 @@ class StudyProgress:
         self.refresh()
 
     def ray_callback(self) -> tune.Callback:
-        view = self
+        return _RayProgress(self)
 
-        class _Callback(tune.Callback):
-            def on_trial_start(self, iteration, trials, trial, **info):
-                view.running += 1
-                view.refresh()
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                view.running -= 1
-                view.refresh()
+class _RayProgress(tune.Callback):
+    """Feeds Tune's trial events to a `StudyProgress`.
 
-            def on_trial_error(self, iteration, trials, trial, **info):
-                view.running -= 1
-                view.refresh()
+    Tune pickles its callbacks with the experiment state for `Tuner.restore`; a live terminal view
+    does not pickle, and tadprune resumes studies from their Optuna storage instead, so a pickled
+    copy carries no view."""
 
-        return _Callback()
+    def __init__(self, view: StudyProgress | None) -> None:
+        self.view = view
+
+    def __getstate__(self) -> dict:
+        return {"view": None}
+
+    def _running_changed(self, delta: int) -> None:
+        if self.view is not None:
+            self.view.running += delta
+            self.view.refresh()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(+1)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(-1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(-1)

@@ -174,8 +174,9 @@ def save_model(model: TADModel, spec: ExperimentSpec, out: Path, metrics: dict |
         tmp.replace(out / name)
 
 
-def load_model(directory: Path) -> tuple[TADModel, ExperimentSpec]:
+def load_model(directory: Path | str) -> tuple[TADModel, ExperimentSpec]:
     """A model directory written by `save_model`: weights through safetensors, never pickle."""
+    directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
     for path in (config_path, weights_path):
         if not path.exists():
