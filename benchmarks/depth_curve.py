@@ -3,7 +3,8 @@
 MACs are counted at the paper's shapes (16-frame chunks at 160 px, the 16 chunks of a 256-frame
 window) on the meta device, so no memory or time is spent. Latency is measured on CUDA when present
 at those shapes; on CPU at a smaller batch of chunks (same per-chunk shape), which is said in the
-output. Latency ratios against the full model, within one run, are the figures to compare.
+output. The variants are timed in interleaved rounds (`measure_latencies`), so drift on a shared
+machine reaches all of them alike: latency ratios against the full model are the figures to compare.
 
     python benchmarks/depth_curve.py [--chunks 16] [--cpu-chunks 2] [--repeats 10]
 """
@@ -11,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import torch
 
 from tadmodels.models import VideoMAEBackbone, VideoMAEConfig
-from tadmodels.profile import count_macs, measure_latency, resolve_device
-from tadmodels.profile.latency import device_description
+from tadmodels.profile import count_macs, measure_latencies, resolve_device
 
 # Blocks dropped in the order greedy PBD tends to remove them from the back half first; for
 # latency and MACs only the count matters, since every block has the same shape.
@@ -42,17 +43,18 @@ def main() -> None:
     device = resolve_device("auto")
     chunks = args.chunks if device.type == "cuda" else args.cpu_chunks
     shape = (3, 16, 160, 160)
-    rows = []
+    x = torch.randn(chunks, *shape, device=device)
+    macs, runs = {}, {}
     for dropped in range(5):
         meta = backbone_with(dropped, "meta")
-        macs = count_macs(lambda: meta(torch.empty(args.chunks, *shape, device="meta")))
-        backbone = backbone_with(dropped, device)
-        x = torch.randn(chunks, *shape, device=device)
-        record = measure_latency(lambda: backbone(x), device, list(x.shape), torch.float32,
-                                 repeats=args.repeats, warmup=args.warmup, threads=args.threads)
-        rows.append({"dropped": dropped, "gmacs": macs / 1e9, "latency_ms": record.median_ms, "iqr_ms": record.iqr_ms})
+        macs[dropped] = count_macs(lambda: meta(torch.empty(args.chunks, *shape, device="meta")))
+        runs[dropped] = partial(backbone_with(dropped, device), x)
+    records = measure_latencies(runs, device, list(x.shape), torch.float32, repeats=args.repeats,
+                                warmup=args.warmup, threads=args.threads)
+    rows = [{"dropped": d, "gmacs": macs[d] / 1e9, "latency_ms": records[d].median_ms, "iqr_ms": records[d].iqr_ms}
+            for d in runs]
     full = rows[0]
-    print(f"device: {device_description(device)}; MACs at {args.chunks} x {list(shape)}; "
+    print(f"device: {records[0].device}; MACs at {args.chunks} x {list(shape)}; "
           f"latency at {chunks} x {list(shape)}")
     print("| blocks dropped | GMACs | MACs vs full | latency ms (IQR) | speed-up |")
     print("| --- | --- | --- | --- | --- |")
