@@ -12,7 +12,7 @@ from tadmodels.training import Experiment
 from .alignment import AlignmentConfig, align
 from .channels import prune_channels
 from .schedule import Schedule
-from .selection import SelectionConfig, select_block
+from .selection import select_block
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tadmodels.models import TADModel
+from tadmodels.spec import validation_problems
 
 from .alignment import AlignmentConfig
 from .selection import SelectionConfig
@@ -88,5 +89,4 @@ def load_schedule(path: Path) -> Schedule:
     try:
         return Schedule.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        raise ScheduleError(f"{path}: invalid schedule: {problems}") from None
+        raise ScheduleError(f"{path}: invalid schedule: {'; '.join(validation_problems(error))}") from None

@@ -15,7 +15,6 @@ from optuna.trial import FrozenTrial, TrialState
 from pruning.progressive import drop_step
 from pruning.selection import select_block
 
-from .encoding import ScheduleEncoding
 from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
 from .spec import StudySpec
 

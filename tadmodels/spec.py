@@ -72,7 +72,9 @@ def load_spec(path: Path, spec_type: type[BaseModel] = ExperimentSpec) -> BaseMo
     try:
         return spec_type.model_validate(raw)
     except ValidationError as error:
-        problems = "\n".join(
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
-        )
-        raise SpecError(f"{path}: invalid spec\n{problems}") from None
+        raise SpecError(f"{path}: invalid spec\n" + "\n".join(f"  {p}" for p in validation_problems(error))) from None
+
+
+def validation_problems(error: ValidationError) -> list[str]:
+    """One line per bad field, `dotted.path: what was wrong`, for messages that name the field."""
+    return [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()]

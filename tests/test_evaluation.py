@@ -16,57 +16,11 @@ from tadmodels.evaluation import (
     load_predictions,
     mean_average_precision,
 )
+from tadmodels.evaluation.reference import reference_average_precision
 
 
-# --- A plain per-prediction reference, written for reading rather than speed ---------------------
-
-def reference_tiou(start: float, end: float, gt_start: float, gt_end: float) -> float:
-    intersection = max(min(end, gt_end) - max(start, gt_start), 0.0)
-    union = (end - start) + (gt_end - gt_start) - intersection
-    return intersection / union if union > 0 else 0.0
-
-
-def reference_ap(hits: list[bool], positives: int) -> float:
-    if not hits:
-        return 0.0
-    precision, recall, found = [], [], 0
-    for rank, hit in enumerate(hits, start=1):
-        found += hit
-        precision.append(found / rank)
-        recall.append(found / positives)
-    mprec, mrec = [0.0, *precision, 0.0], [0.0, *recall, 1.0]
-    for i in range(len(mprec) - 2, -1, -1):
-        mprec[i] = max(mprec[i], mprec[i + 1])
-    return sum((mrec[i] - mrec[i - 1]) * mprec[i] for i in range(1, len(mrec)) if mrec[i] != mrec[i - 1])
-
-
-def reference_per_class(gt_rows, pred_rows, tious, all_videos=None) -> dict[str, list[float]]:
-    """AP per class per threshold: for each prediction in score order (stable), scan every ground
-    truth of its video and class for the best unmatched one."""
-    videos = set(all_videos) if all_videos is not None else {row[0] for row in gt_rows}
-    result = {}
-    for name in sorted({row[1] for row in gt_rows}):
-        gts = [(video, start, end) for video, label, start, end in gt_rows if label == name]
-        preds = sorted(((video, start, end, score) for video, label, start, end, score in pred_rows
-                        if label == name and video in videos), key=lambda p: -p[3])
-        aps = []
-        for threshold in tious:
-            taken = [False] * len(gts)
-            hits = []
-            for video, start, end, _ in preds:
-                best, best_tiou = None, -1.0
-                for j, (gt_video, gt_start, gt_end) in enumerate(gts):
-                    if gt_video != video or taken[j]:
-                        continue
-                    tiou = reference_tiou(start, end, gt_start, gt_end)
-                    if tiou >= threshold and tiou > best_tiou:
-                        best, best_tiou = j, tiou
-                if best is not None:
-                    taken[best] = True
-                hits.append(best is not None)
-            aps.append(reference_ap(hits, len(gts)))
-        result[name] = aps
-    return result
+def reference_per_class(gt_rows, pred_rows, tious) -> dict[str, list[float]]:
+    return reference_average_precision(Segments.from_rows(gt_rows), Segments.from_rows(pred_rows), tious)
 
 
 def evaluate_rows(gt_rows, pred_rows, tious=THUMOS14_TIOUS, all_videos=None) -> MapResult:

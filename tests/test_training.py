@@ -1,0 +1,76 @@
+"""`tadprune train` and `tadprune profile` on the tiny setting: the files and keys they promise,
+repeatability, and the errors bad specs get."""
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from search.cli import app
+from tadmodels.training import load_model
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def train_spec(tiny_setting, tmp_path, **train):
+    """The tiny spec's experiment sections with `train` changes, as a file."""
+    raw = yaml.safe_load(tiny_setting.read_text())
+    sections = {key: raw[key] for key in ("name", "data", "model", "train", "eval")}
+    sections["train"].update(train)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def test_train_writes_the_model_directory_and_is_repeatable(tiny_setting, tmp_path):
+    spec = train_spec(tiny_setting, tmp_path)
+    for out in ("a", "b"):
+        result = run("train", spec, "--out", tmp_path / out, "--quiet")
+        assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert {"average_mAP", "per_tiou", "latency_ms", "macs", "params", "droppable_blocks"} <= set(metrics)
+    assert 0 <= metrics["average_mAP"] <= 1 and len(metrics["per_tiou"]) == 5
+    first, _ = load_model(tmp_path / "a")
+    second, _ = load_model(tmp_path / "b")
+    assert first.fingerprint() == second.fingerprint()  # same seed, same weights
+    assert metrics["droppable_blocks"] == first.droppable_blocks()
+
+
+def test_a_different_seed_trains_different_weights(tiny_setting, tmp_path):
+    base, _ = load_model(yaml.safe_load(tiny_setting.read_text())["base_model"])
+    result = run("train", train_spec(tiny_setting, tmp_path, seed=1), "--out", tmp_path / "seed1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "seed1")[0].fingerprint() != base.fingerprint()
+
+
+def test_a_bad_spec_names_the_field_and_exits_2(tiny_setting, tmp_path):
+    spec = train_spec(tiny_setting, tmp_path, lr=-1, warmup_epoch=2)
+    result = run("train", spec, "--out", tmp_path / "never")
+    assert result.exit_code == 2
+    assert "train.lr" in result.output and "train.warmup_epoch" in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_profile_with_blocks_dropped_costs_less(tiny_setting):
+    base_dir = yaml.safe_load(tiny_setting.read_text())["base_model"]
+    full = run("profile", base_dir, "--json", "--repeats", "2", "--threads", "1")
+    dropped = run("profile", base_dir, "--json", "--repeats", "2", "--threads", "1", "--drop", "backbone.blocks.1")
+    assert full.exit_code == 0 and dropped.exit_code == 0, full.output + dropped.output
+    full, dropped = (json.loads(r.output.strip().splitlines()[-1]) for r in (full, dropped))
+    assert dropped["macs"] < full["macs"] and dropped["params"] < full["params"]
+    assert {"median_ms", "iqr_ms", "device", "dtype", "input_shape", "torch_version"} <= set(full["latency"])
+
+
+def test_profile_refuses_an_unknown_block(tiny_setting):
+    base_dir = yaml.safe_load(tiny_setting.read_text())["base_model"]
+    result = run("profile", base_dir, "--drop", "backbone.blocks.99")
+    assert result.exit_code == 2 and "backbone.blocks.99" in result.output
+
+
+def test_a_model_directory_without_weights_is_named(tiny_setting, tmp_path):
+    base_dir = yaml.safe_load(tiny_setting.read_text())["base_model"]
+    (tmp_path / "config.yaml").write_text((Path(base_dir) / "config.yaml").read_text())
+    result = run("profile", tmp_path)
+    assert result.exit_code == 2 and "model.safetensors" in result.output
