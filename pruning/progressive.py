@@ -38,18 +38,23 @@ class CompressionResult:
     metrics: dict
 
 
+def align_step(experiment: Experiment, base: TADModel, previous: TADModel, student: TADModel,
+               alignment: AlignmentConfig) -> TADModel:
+    """Align `student`, made from `previous` by one drop or by channel pruning, to the original
+    model (`base`) or to `previous`, as `alignment.teacher` says."""
+    return align(student, base if alignment.teacher == "original" else previous, experiment, alignment)
+
+
 def drop_step(experiment: Experiment, base: TADModel, model: TADModel, block: str,
               alignment: AlignmentConfig) -> TADModel:
-    """Drop `block` from `model`, then align it to the original (`base`) or the previous model."""
-    return align(model.without_blocks([block]), base if alignment.teacher == "original" else model,
-                 experiment, alignment)
+    """Drop `block` from `model`, then align."""
+    return align_step(experiment, base, model, model.without_blocks([block]), alignment)
 
 
 def channel_step(experiment: Experiment, base: TADModel, model: TADModel, ratios: dict[str, float],
                  alignment: AlignmentConfig) -> TADModel:
     """Prune channels of the remaining blocks, then align once more."""
-    return align(prune_channels(model, ratios), base if alignment.teacher == "original" else model,
-                 experiment, alignment)
+    return align_step(experiment, base, model, prune_channels(model, ratios), alignment)
 
 
 def compress(experiment: Experiment, base: TADModel, schedule: Schedule, greedy_blocks: int | None = None,
@@ -78,15 +83,17 @@ def compress(experiment: Experiment, base: TADModel, schedule: Schedule, greedy_
             else:
                 block = schedule.drops[step]
             progress.update(task, description=f"drop {block}")
-            before = experiment.evaluate(model.without_blocks([block]), profile=False)["average_mAP"]
-            model = drop_step(experiment, base, model, block, alignment)
+            student = model.without_blocks([block])
+            before = experiment.evaluate(student, profile=False)["average_mAP"]
+            model = align_step(experiment, base, model, student, alignment)
             chosen.append(block)
             steps.append(_log(len(steps) + 1, "drop", block, before, experiment.evaluate(model), scores))
             progress.advance(task)
         if schedule.channel_ratios:
             progress.update(task, description="prune channels")
-            before = experiment.evaluate(prune_channels(model, schedule.channel_ratios), profile=False)["average_mAP"]
-            model = channel_step(experiment, base, model, schedule.channel_ratios, alignment)
+            student = prune_channels(model, schedule.channel_ratios)
+            before = experiment.evaluate(student, profile=False)["average_mAP"]
+            model = align_step(experiment, base, model, student, alignment)
             steps.append(_log(len(steps) + 1, "channels", None, before, experiment.evaluate(model)))
             progress.advance(task)
     final = experiment.evaluate(model)
