@@ -5,7 +5,7 @@
 - `LatencyCache`: latency depends on the architecture, not the weights; keyed by architecture
   fingerprint, input shape and device, measured once.
 - `DeviceLock`: trials hold a device shared while they fine-tune or evaluate, and exclusively
-  while they time, so no other trial runs on that device during a measurement.
+  while they time, so no other trial on that host runs on that device during a measurement.
 """
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
@@ -85,11 +87,17 @@ class LatencyCache:
 
 
 class DeviceLock:
-    """A readers-writer lock per device, through `flock` on a file every worker can reach."""
+    """A readers-writer lock on one physical device, through `flock`.
 
-    def __init__(self, root: Path, device: str) -> None:
-        self.path = root / "locks" / f"{''.join(c if c.isalnum() else '_' for c in device)}.lock"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    A device belongs to one host, so the lock file lives in the host's temporary directory (not
+    the shared artifact directory, where every node's `cuda:0` would meet and where network file
+    systems make `flock` unreliable). A GPU is named by its UUID, since Ray numbers each worker's
+    visible GPUs from 0; the CPU is one device whatever thread count a trial uses."""
+
+    def __init__(self, device: torch.device, directory: Path | None = None) -> None:
+        directory = directory or Path(tempfile.gettempdir()) / "tadprune-device-locks"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{physical_device_id(device)}.lock"
 
     @contextmanager
     def _hold(self, mode: int) -> Iterator[None]:
@@ -105,3 +113,10 @@ class DeviceLock:
 
     def exclusive(self):
         return self._hold(fcntl.LOCK_EX)
+
+
+def physical_device_id(device: torch.device) -> str:
+    """`cpu`, or `cuda-<uuid>` for a GPU: the same name in every process of the host."""
+    if device.type != "cuda":
+        return device.type
+    return f"cuda-{torch.cuda.get_device_properties(device).uuid}"

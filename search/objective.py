@@ -47,7 +47,7 @@ class TrialRunner:
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
         self.latencies = LatencyCache(root / "cache")
         self.device = resolve_device(spec.latency.device)
-        self.lock = DeviceLock(root / "cache", device_description(self.device))
+        self.lock = DeviceLock(self.device)
         self.checkpoints = root / "checkpoints"
 
     def schedule(self, decoded: Decoded) -> Schedule:
@@ -101,7 +101,8 @@ class TrialRunner:
 
     def latency(self, model: TADModel) -> tuple[dict, bool]:
         """From the cache, or measured with the device to itself."""
-        key = (model.architecture_fingerprint(), [self._positions()], device_description(self.device))
+        key = (model.architecture_fingerprint(), [self._positions()],
+               device_description(self.device, self.spec.latency.threads))
         cached = self.latencies.get(*key)
         if cached is not None:
             return cached, True

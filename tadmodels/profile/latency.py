@@ -32,10 +32,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def device_description(device: torch.device) -> str:
+def device_description(device: torch.device, threads: int | None = None) -> str:
+    """The device model (a CPU: with the thread count, `threads` or torch's current one)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return f"cpu ({threads or torch.get_num_threads()} threads)"
 
 
 def measure_latency(run: Callable[[], object], device: torch.device, input_shape: list[int], dtype: torch.dtype,
