@@ -65,7 +65,10 @@ class Experiment:
         if classes != len(annotations.label_names):
             raise ValueError(f"model.detector.num_classes is {classes} but {spec.data.annotations_path} "
                              f"has {len(annotations.label_names)} labels")
-        return cls(spec, annotations, model if model is not None else TADModel(spec.model))
+        if model is None:
+            seed_everything(spec.train.seed)  # the initial weights are part of what the seed repeats
+            model = TADModel(spec.model)
+        return cls(spec, annotations, model)
 
     def dataset(self, subset: str, train: bool = False) -> TADDataset:
         window = self.spec.data.max_seq_len if train else None
