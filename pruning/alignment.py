@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from tadmodels.models import DetectorOutput, TADModel
 from tadmodels.models.actionformer.losses import diou_loss_1d
 from tadmodels.training import Experiment
-from tadmodels.training.trainer import lr_lambda, make_optimizer
+from tadmodels.training.trainer import lr_lambda, make_optimizer, seed_everything
 
 ADAPTER = "alignment"
 
@@ -118,6 +118,9 @@ def align(student: TADModel, teacher: TADModel, experiment: Experiment, config: 
     """
     if config.epochs == 0:
         return student
+    # LoRA's initial weights come from the global RNG, which torch seeds at random in each process:
+    # seeded here, the same student, teacher and data give the same aligned model in any process.
+    seed_everything(experiment.spec.train.seed)
     part = compressed_part(student)
     rank = config.rank or max(1, block_width(student) // 4)
     lora = LoraModel(student, LoraConfig(r=rank, lora_alpha=rank, target_modules=lora_targets(student),
