@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -20,7 +20,7 @@ from .spec import StudySpec
 
 METRIC_NAMES = [MAP, LATENCY]
 BASELINE_ATTR, GREEDY = "baseline", "greedy"
-CONSTRAINTS_KEY = "constraints"  # the system attribute optuna-dashboard 0.21 reads
+CONSTRAINTS_KEY = "constraints"  # the system attribute optuna-dashboard 0.21 and Optuna 5 samplers read
 
 
 class StudySpecChanged(ValueError):
@@ -43,18 +43,15 @@ def constraint_values(user_attrs: dict, budgets: dict) -> list[float]:
     return values
 
 
-def make_sampler(spec: StudySpec, budgets: dict) -> optuna.samplers.BaseSampler:
-    constraints: Callable[[FrozenTrial], Sequence[float]] | None = None
-    if any(v is not None for v in budgets.values()):
-        def constraints(trial: FrozenTrial) -> Sequence[float]:
-            return constraint_values(trial.user_attrs, budgets)
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    """The spec's sampler. Budgets reach it through each trial's stored constraints, which Optuna 5
+    samplers read (its `constraints_func` argument is deprecated)."""
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=spec.seed,
-                                             constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=spec.seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, constraints_func=constraints, multivariate=True)
+        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed, constraints_func=constraints)
+        return optuna.samplers.GPSampler(seed=spec.seed)
     return optuna.samplers.RandomSampler(seed=spec.seed)
 
 
@@ -81,10 +78,10 @@ def open_study(spec: StudySpec, storage_url: str, budgets: dict) -> optuna.Study
         if changes:
             raise StudySpecChanged(f"study {spec.name!r} in {storage_url} was launched with a different spec; "
                                    "use a new name or restore the spec. Changed:\n  " + "\n  ".join(changes))
-        study.sampler = make_sampler(spec, budgets)
+        study.sampler = make_sampler(spec)
         _fail_stale_trials(study)
         return study
-    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec, budgets),
+    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 directions=["maximize", "minimize"])
     with warnings.catch_warnings():
         # Experimental since Optuna 3.2 and unchanged since; the dashboard labels the axes with it.
