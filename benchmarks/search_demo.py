@@ -12,7 +12,8 @@ set to 1 or 2 (`runner.resources` as in the spec). From each stored study it rep
 - the search schedules no greedy trial dominates (in mAP and latency, the study's objectives, and
   in mAP and MACs, which no timing noise moves);
 - alignment steps the prefix cache saved (a drop step per block plus a channel step, without the
-  cache, against `alignment_steps_run`) and latency measurements the latency cache saved;
+  cache, against `alignment_steps_run`), latency measurements the latency cache saved, and repeated
+  schedules the result cache completed without running them;
 - trials per hour over the trial phase (first trial start to last trial end) and over the whole
   `tadprune study launch` process (imports, base-model evaluation and latency, greedy chain, Ray
   start-up, trials), each launch in a fresh process.
@@ -82,6 +83,11 @@ def steps_run(trial: FrozenTrial) -> int:
     return trial.user_attrs["cache"]["alignment_steps_run"]
 
 
+def result_hit(trial: FrozenTrial) -> bool:
+    """A repeat of a finished schedule, completed from the result cache."""
+    return trial.user_attrs["cache"].get("result_hit", False)
+
+
 def within_steps(trials: list[FrozenTrial], budget: int) -> list[FrozenTrial]:
     """The trials, in trial order, while their cumulative alignment steps stay within `budget`."""
     taken, spent = [], 0
@@ -146,7 +152,8 @@ def summarise(storage_url: str, study_name: str, workers: int, wall_s: float) ->
         "alignment_steps_without_cache": sum(steps_without_cache(t) for t in complete),
         "alignment_steps_run": sum(steps_run(t) for t in complete),
         "latency_measurements": sum(not t.user_attrs["cache"]["latency_hit"] for t in complete),
-        "latency_cache_hits": sum(t.user_attrs["cache"]["latency_hit"] for t in complete),
+        "latency_cache_hits": sum(t.user_attrs["cache"]["latency_hit"] and not result_hit(t) for t in complete),
+        "result_cache_hits": sum(result_hit(t) for t in complete),
     }
 
 
@@ -165,7 +172,7 @@ def schedules_text(points: list[dict]) -> str:
 def markdown(rows: list[dict]) -> str:
     columns = ["workers", "launch s", "trial phase s", "trials/h (phase)", "trials/h (launch)", "greedy steps",
                "search trials within them", "HV search (matched)", "HV greedy", "HV search (all trials; steps)",
-               "align steps run / without cache", "latency measured / cache hits"]
+               "align steps run / without cache", "latency measured / cache hits", "repeats from result cache"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for r in rows:
         cells = [r["workers"], r["launch_wall_s"], r["trial_phase_s"], r["trials_per_hour"],
@@ -173,7 +180,7 @@ def markdown(rows: list[dict]) -> str:
                  len(r["search_trials_within_those_steps"]), f"{r['hypervolume_search_matched']:.3f}",
                  f"{r['hypervolume_greedy']:.3f}", f"{r['hypervolume_search_all']:.3f}; {r['search_alignment_steps_all']}",
                  f"{r['alignment_steps_run']} / {r['alignment_steps_without_cache']}",
-                 f"{r['latency_measurements']} / {r['latency_cache_hits']}"]
+                 f"{r['latency_measurements']} / {r['latency_cache_hits']}", r["result_cache_hits"]]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     for r in rows:
         ref = r["reference_point"]

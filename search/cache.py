@@ -2,8 +2,11 @@
 
 - `PrefixCache`: the aligned model after each drop prefix. Schedules that share a prefix share
   that work; keyed by the base model's fingerprint, the ordered prefix and the alignment settings.
-- `LatencyCache`: latency depends on the architecture, not the weights; keyed by architecture
+- latency cache: latency depends on the architecture, not the weights; keyed by architecture
   fingerprint, input shape and device, measured once.
+- result cache: what a finished schedule scored. Samplers propose a schedule again (many
+  parameter vectors encode one schedule), and such a repeat completes from here without re-running;
+  keyed by the study's trial-defining spec, the base model's fingerprint and the schedule.
 - `DeviceLock`: trials hold a device shared while they fine-tune or evaluate, and exclusively
   while they time, so no other trial on that host runs on that device during a measurement.
 """
@@ -71,19 +74,32 @@ class PrefixCache:
         return 0, None
 
 
-class LatencyCache:
-    def __init__(self, root: Path) -> None:
-        self.root = root / "latency"
+class JsonCache:
+    """JSON records on disk, one file per key; `scope` is part of every key (a study, a base model)."""
 
-    def _path(self, architecture: str, input_shape: list[int], device: str) -> Path:
-        return self.root / f"{_digest(architecture, input_shape, device)}.json"
+    def __init__(self, root: Path, *scope: object) -> None:
+        self.root = root
+        self.scope = scope
 
-    def get(self, architecture: str, input_shape: list[int], device: str) -> dict | None:
-        path = self._path(architecture, input_shape, device)
+    def _path(self, key: tuple) -> Path:
+        return self.root / f"{_digest(*self.scope, *key)}.json"
+
+    def get(self, key: tuple) -> dict | None:
+        path = self._path(key)
         return json.loads(path.read_text()) if path.exists() else None
 
-    def put(self, architecture: str, input_shape: list[int], device: str, record: dict) -> None:
-        _atomic_write(self._path(architecture, input_shape, device), lambda p: p.write_text(json.dumps(record)))
+    def put(self, key: tuple, record: dict) -> None:
+        _atomic_write(self._path(key), lambda p: p.write_text(json.dumps(record)))
+
+
+def latency_cache(root: Path) -> JsonCache:
+    """Keys: (architecture fingerprint, input shape, device description)."""
+    return JsonCache(root / "latency")
+
+
+def result_cache(root: Path, spec_hash: str, base_fingerprint: str) -> JsonCache:
+    """Keys: (schedule key,), within one trial-defining spec and base model."""
+    return JsonCache(root / "results", spec_hash, base_fingerprint)
 
 
 class DeviceLock:

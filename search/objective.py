@@ -1,5 +1,6 @@
 """One trial: Optuna parameters -> schedule -> aligned model (reusing cached prefixes) -> mAP and
-latency (measured once per architecture, input shape and device) -> values and attributes."""
+latency (measured once per architecture, input shape and device) -> values and attributes. A
+schedule that already finished in this study is not run again: its result is reused."""
 from __future__ import annotations
 
 import time
@@ -15,7 +16,7 @@ from tadmodels.profile.latency import device_description
 from tadmodels.models import TADModel
 from tadmodels.training import Experiment, load_model, save_model
 
-from .cache import DeviceLock, LatencyCache, PrefixCache
+from .cache import DeviceLock, PrefixCache, latency_cache, result_cache
 from .encoding import Decoded, ScheduleEncoding
 from .spec import StudySpec
 
@@ -45,7 +46,8 @@ class TrialRunner:
         self.encoding = ScheduleEncoding(spec.search, base.droppable_blocks())
         root = spec.artifact_dir
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
-        self.latencies = LatencyCache(root / "cache")
+        self.latencies = latency_cache(root / "cache")
+        self.results = result_cache(root / "cache", spec.search_hash(), self.base_fingerprint)
         self.device = resolve_device(spec.latency.device)
         self.lock = DeviceLock(self.device)
         self.checkpoints = root / "checkpoints"
@@ -61,7 +63,11 @@ class TrialRunner:
         """Run the schedule `params` encode; raises TrialFailure with the reason when it cannot."""
         start = time.perf_counter()
         try:
-            schedule = self.schedule(self.encoding.decode(params))
+            decoded = self.encoding.decode(params)
+            schedule = self.schedule(decoded)
+            earlier = self.results.get((decoded.key(),))
+            if earlier is not None:
+                return _repeated(earlier, time.perf_counter() - start)
             with self.lock.shared():
                 model, reused, steps_run = self._compressed(schedule)
                 scores = self.experiment.evaluate(model, profile=False)
@@ -78,9 +84,12 @@ class TrialRunner:
             "latency_median_ms": latency["median_ms"], "latency_iqr_ms": latency["iqr_ms"],
             "latency_device": latency["device"], "macs": model_macs(model, positions), "params": count_params(model),
             "wall_time_s": time.perf_counter() - start,
-            "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit},
+            "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
+                      "result_hit": False},
         }
-        return TrialOutcome((scores[MAP], latency["median_ms"]), attrs, checkpoint)
+        outcome = TrialOutcome((scores[MAP], latency["median_ms"]), attrs, checkpoint)
+        self.results.put((decoded.key(),), {"values": outcome.values, "attrs": attrs, "checkpoint": str(checkpoint)})
+        return outcome
 
     def _compressed(self, schedule: Schedule) -> tuple[TADModel, int, int]:
         """The schedule's model, starting from the longest cached prefix; caches each new prefix."""
@@ -103,12 +112,20 @@ class TrialRunner:
         """From the cache, or measured with the device to itself."""
         key = (model.architecture_fingerprint(), [self._positions()],
                device_description(self.device, self.spec.latency.threads))
-        cached = self.latencies.get(*key)
+        cached = self.latencies.get(key)
         if cached is not None:
             return cached, True
         settings = self.spec.latency
         with self.lock.exclusive():
             record = model_latency(model, self._positions(), settings.device, settings.repeats, settings.warmup,
                                    settings.threads).to_json()
-        self.latencies.put(*key, record)
+        self.latencies.put(key, record)
         return record, False
+
+
+def _repeated(earlier: dict, wall_time_s: float) -> TrialOutcome:
+    """The outcome of a schedule that already finished: its values, attributes and checkpoint."""
+    attrs = {**earlier["attrs"], "wall_time_s": wall_time_s,
+             "cache": {"prefix_reused": len(earlier["attrs"]["drops"]), "alignment_steps_run": 0,
+                       "latency_hit": True, "result_hit": True}}
+    return TrialOutcome(tuple(earlier["values"]), attrs, Path(earlier["checkpoint"]))

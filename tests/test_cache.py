@@ -3,7 +3,7 @@ import threading
 
 import torch
 
-from search.cache import DeviceLock, LatencyCache, PrefixCache
+from search.cache import DeviceLock, PrefixCache, latency_cache, result_cache
 from tadmodels.models import ModelConfig, TADModel
 
 TINY = {"backbone": {"type": "videomae", "preset": "tiny", "depth": 3, "dim": 32, "num_heads": 2},
@@ -27,11 +27,19 @@ def test_prefix_cache_returns_the_longest_prefix_for_the_same_settings(tmp_path)
 
 
 def test_latency_cache_is_keyed_by_architecture_shape_and_device(tmp_path):
-    cache = LatencyCache(tmp_path)
-    cache.put("arch", [64], "cpu (1 threads)", {"median_ms": 3.0})
-    assert cache.get("arch", [64], "cpu (1 threads)") == {"median_ms": 3.0}
-    assert cache.get("arch", [64], "cpu (2 threads)") is None
-    assert cache.get("arch", [96], "cpu (1 threads)") is None
+    cache = latency_cache(tmp_path)
+    cache.put(("arch", [64], "cpu (1 threads)"), {"median_ms": 3.0})
+    assert latency_cache(tmp_path).get(("arch", [64], "cpu (1 threads)")) == {"median_ms": 3.0}
+    assert cache.get(("arch", [64], "cpu (2 threads)")) is None
+    assert cache.get(("arch", [96], "cpu (1 threads)")) is None
+
+
+def test_result_cache_is_scoped_to_the_spec_and_base_model(tmp_path):
+    result_cache(tmp_path, "spec", "base").put(("b.1>b.0|",), {"values": [0.5, 3.0]})
+    assert result_cache(tmp_path, "spec", "base").get(("b.1>b.0|",)) == {"values": [0.5, 3.0]}
+    assert result_cache(tmp_path, "spec", "base").get(("b.0>b.1|",)) is None
+    assert result_cache(tmp_path, "other spec", "base").get(("b.1>b.0|",)) is None
+    assert result_cache(tmp_path, "spec", "retrained base").get(("b.1>b.0|",)) is None
 
 
 def test_timing_waits_for_the_device_and_fine_tuning_shares_it(tmp_path):

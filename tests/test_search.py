@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from search.cli import app
 from search.launch import launch
+from search.objective import TrialRunner
 from search.spec import load_study_spec
 
 
@@ -97,6 +98,19 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_setting, tmp_pat
     assert failed, "the search space has channel ratios, some trial must have drawn one"
     assert all("alignment loss is nan" in t.user_attrs["fail_reason"] for t in failed)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
+
+
+def test_a_repeated_schedule_reuses_the_earlier_result(tiny_setting, tmp_path):
+    runner = TrialRunner(load_study_spec(spec_copy(tiny_setting, tmp_path)))
+    block = runner.encoding.blocks[0]
+    first = runner.run(runner.encoding.encode([block]), "first")
+    # Other priority keys, the same schedule: only the highest-priority block drops.
+    reordered = {**runner.encoding.encode([block]), **{f"priority:{b}": 0.5 for b in runner.encoding.blocks[1:]}}
+    again = runner.run(reordered, "again")
+    assert first.attrs["cache"]["result_hit"] is False and first.attrs["cache"]["alignment_steps_run"] == 1
+    assert again.attrs["cache"] == {"prefix_reused": 1, "alignment_steps_run": 0, "latency_hit": True, "result_hit": True}
+    assert again.values == first.values and again.checkpoint == first.checkpoint
+    assert again.attrs["schedule"] == first.attrs["schedule"]
 
 
 def test_spec_errors_name_the_field(tiny_setting, tmp_path):
