@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 
+from markdown_table import markdown_table
 from tadmodels.models import VideoMAEBackbone, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
 
@@ -56,11 +57,10 @@ def main() -> None:
     full = rows[0]
     print(f"device: {records[0].device}; MACs at {args.chunks} x {list(shape)}; "
           f"latency at {chunks} x {list(shape)}")
-    print("| blocks dropped | GMACs | MACs vs full | latency ms (IQR) | speed-up |")
-    print("| --- | --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['dropped']} | {row['gmacs']:.1f} | {row['gmacs'] / full['gmacs']:.3f} | "
-              f"{row['latency_ms']:.1f} ({row['iqr_ms']:.1f}) | {full['latency_ms'] / row['latency_ms']:.2f}x |")
+    print(markdown_table(["blocks dropped", "GMACs", "MACs vs full", "latency ms (IQR)", "speed-up"],
+                         [[row["dropped"], f"{row['gmacs']:.1f}", f"{row['gmacs'] / full['gmacs']:.3f}",
+                           f"{row['latency_ms']:.1f} ({row['iqr_ms']:.1f})",
+                           f"{full['latency_ms'] / row['latency_ms']:.2f}x"] for row in rows]))
     print(json.dumps(rows))
 
 

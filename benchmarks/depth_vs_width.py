@@ -20,6 +20,7 @@ from functools import partial
 
 import torch
 
+from markdown_table import markdown_table
 from pruning.channels import prune_channels
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
@@ -82,12 +83,11 @@ def main() -> None:
     base = rows[0]
     print(f"device: {records['full'].device}; backbone MACs at {MAC_CHUNKS} x {list(CHUNK_SHAPE)}; latency at "
           f"{list(x.shape)}, median of {args.repeats} interleaved rounds after {args.warmup} warm-up runs each")
-    print("| variant | blocks | MLP hidden | heads | GMACs | MACs vs full | latency ms (IQR) | speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row in rows:
-        print(f"| {row['variant']} | {row['blocks']} | {row['mlp_hidden']} | {row['heads']} | {row['gmacs']:.1f} | "
-              f"{row['gmacs'] / base['gmacs']:.3f} | {row['latency_ms']:.1f} ({row['iqr_ms']:.1f}) | "
-              f"{base['latency_ms'] / row['latency_ms']:.2f}x |")
+    print(markdown_table(["variant", "blocks", "MLP hidden", "heads", "GMACs", "MACs vs full", "latency ms (IQR)",
+                          "speed-up"],
+                         [[row["variant"], row["blocks"], row["mlp_hidden"], row["heads"], f"{row['gmacs']:.1f}",
+                           f"{row['gmacs'] / base['gmacs']:.3f}", f"{row['latency_ms']:.1f} ({row['iqr_ms']:.1f})",
+                           f"{base['latency_ms'] / row['latency_ms']:.2f}x"] for row in rows]))
     print(json.dumps(rows))
 
 

@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import torch
 
+from markdown_table import markdown_table
 from pruning.alignment import AlignmentConfig, align
 from pruning.progressive import CompressionResult, compress
 from pruning.schedule import Schedule
@@ -123,28 +124,26 @@ def latencies(setup: Setup, models: dict[str, TADModel], threads: int, repeats: 
 
 def print_steps(run: GreedyRun, criterion: str) -> None:
     print(f"\nGreedy PBD ({criterion}), per step (test average mAP, %):")
-    print("| step | block dropped | mAP before alignment | mAP after alignment |")
-    print("| --- | --- | --- | --- |")
-    for step in run.result.steps:
-        print(f"| {step.step} | {step.block} | {100 * step.map_before_alignment:.2f} | {100 * step.map_after_alignment:.2f} |")
+    print(markdown_table(["step", "block dropped", "mAP before alignment", "mAP after alignment"],
+                         [[step.step, step.block, f"{100 * step.map_before_alignment:.2f}",
+                           f"{100 * step.map_after_alignment:.2f}"] for step in run.result.steps]))
 
 
 def print_variants(rows: dict[str, dict], base_ms: float) -> None:
     print("\nVariants (test mAP in %, latency median at 1 window, interleaved rounds):")
-    print("| model | blocks dropped | alignment epochs | mAP@0.5 | average mAP | latency ms (IQR) | latency vs base |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, row in rows.items():
-        print(f"| {name} | {', '.join(row['blocks']) or '-'} | {row['epochs']} | {row['mAP@0.5']:.2f} | "
-              f"{row['average_mAP']:.2f} | {row['latency_ms']:.2f} ({row['iqr_ms']:.2f}) | {row['latency_ms'] / base_ms:.3f} |")
+    print(markdown_table(["model", "blocks dropped", "alignment epochs", "mAP@0.5", "average mAP", "latency ms (IQR)",
+                          "latency vs base"],
+                         [[name, ", ".join(row["blocks"]) or "-", row["epochs"], f"{row['mAP@0.5']:.2f}",
+                           f"{row['average_mAP']:.2f}", f"{row['latency_ms']:.2f} ({row['iqr_ms']:.2f})",
+                           f"{row['latency_ms'] / base_ms:.3f}"] for name, row in rows.items()]))
 
 
 def print_criteria(rows: dict[str, dict]) -> None:
     print("\nSelection criteria, greedy PBD with the same alignment:")
-    print("| criterion | blocks chosen (in order) | mAP@0.5 | average mAP | wall s (whole run) | first selection s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for criterion, row in rows.items():
-        print(f"| {criterion} | {' > '.join(row['blocks'])} | {row['mAP@0.5']:.2f} | {row['average_mAP']:.2f} | "
-              f"{row['wall_s']:.1f} | {row['first_selection_s']:.2f} |")
+    print(markdown_table(["criterion", "blocks chosen (in order)", "mAP@0.5", "average mAP", "wall s (whole run)",
+                          "first selection s"],
+                         [[criterion, " > ".join(row["blocks"]), f"{row['mAP@0.5']:.2f}", f"{row['average_mAP']:.2f}",
+                           f"{row['wall_s']:.1f}", f"{row['first_selection_s']:.2f}"] for criterion, row in rows.items()]))
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from markdown_table import markdown_table
 from search.pareto import front, hypervolume, pareto_report, reference_point
 from search.spec import StudySpec, load_study_spec
 from search.study import BASELINE_ATTR, GREEDY, storage_for
@@ -173,15 +174,15 @@ def markdown(rows: list[dict]) -> str:
     columns = ["workers", "launch s", "trial phase s", "trials/h (phase)", "trials/h (launch)", "greedy steps",
                "search trials within them", "HV search (matched)", "HV greedy", "HV search (all trials; steps)",
                "align steps run / without cache", "latency measured / cache hits", "repeats from result cache"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    cells = []
     for r in rows:
-        cells = [r["workers"], r["launch_wall_s"], r["trial_phase_s"], r["trials_per_hour"],
-                 r["trials_per_hour_whole_launch"], r["greedy_alignment_steps"],
-                 len(r["search_trials_within_those_steps"]), f"{r['hypervolume_search_matched']:.3f}",
-                 f"{r['hypervolume_greedy']:.3f}", f"{r['hypervolume_search_all']:.3f}; {r['search_alignment_steps_all']}",
-                 f"{r['alignment_steps_run']} / {r['alignment_steps_without_cache']}",
-                 f"{r['latency_measurements']} / {r['latency_cache_hits']}", r["result_cache_hits"]]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
+        cells.append([r["workers"], r["launch_wall_s"], r["trial_phase_s"], r["trials_per_hour"],
+                      r["trials_per_hour_whole_launch"], r["greedy_alignment_steps"],
+                      len(r["search_trials_within_those_steps"]), f"{r['hypervolume_search_matched']:.3f}",
+                      f"{r['hypervolume_greedy']:.3f}", f"{r['hypervolume_search_all']:.3f}; {r['search_alignment_steps_all']}",
+                      f"{r['alignment_steps_run']} / {r['alignment_steps_without_cache']}",
+                      f"{r['latency_measurements']} / {r['latency_cache_hits']}", r["result_cache_hits"]])
+    lines = [markdown_table(columns, cells)]
     for r in rows:
         ref = r["reference_point"]
         lines += ["", f"{r['workers']} worker(s), reference point (mAP {ref['average_mAP']}, latency {ref['latency_ms']} ms):",

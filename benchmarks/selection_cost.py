@@ -25,6 +25,7 @@ import json
 import torch
 from torch import Tensor
 
+from markdown_table import markdown_table
 from pruning.selection import candidate_outputs
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, dummy_input, measure_latencies, resolve_device
@@ -78,11 +79,10 @@ def main() -> None:
     print(f"device: {records[shared].device}; {blocks} candidates; input {list(inputs.shape)} uint8 frames "
           f"({inputs.shape[1] // model.backbone.chunk_frames} chunks), mask {list(mask.shape)}; one full forward "
           f"{forward_macs / 1e9:.2f} GMACs; median of {args.repeats} interleaved rounds after {args.warmup} warm-up")
-    print("| evaluator | GMACs | wall s (IQR) |")
-    print("| --- | --- | --- |")
-    for name in EVALUATORS:
-        print(f"| {name} | {macs[name] / 1e9:.2f} | {records[name].median_ms / 1e3:.2f} ({records[name].iqr_ms / 1e3:.2f}) |")
-    print(f"| ratio shared / naive | {macs_ratio:.3f} | {time_ratio:.3f} |")
+    print(markdown_table(["evaluator", "GMACs", "wall s (IQR)"],
+                         [[name, f"{macs[name] / 1e9:.2f}",
+                           f"{records[name].median_ms / 1e3:.2f} ({records[name].iqr_ms / 1e3:.2f})"] for name in EVALUATORS]
+                         + [["ratio shared / naive", f"{macs_ratio:.3f}", f"{time_ratio:.3f}"]]))
     print(f"block-run ratio (n+2)/(2n) for n={blocks}: {block_run_ratio(blocks):.3f}; target <= {TARGET}: "
           f"MACs {'met' if macs_ratio <= TARGET else 'missed'}, wall time {'met' if time_ratio <= TARGET else 'missed'}")
     print(json.dumps({"blocks": blocks, "input_shape": list(inputs.shape), "threads": args.threads,

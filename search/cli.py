@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -270,11 +271,14 @@ def study_pareto(
     if as_json:
         print(json.dumps({**report.to_json(), "png": str(png), "html": str(html)}))
         return
-    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind")
+    names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
+    common = dotted_common_prefix(names)
+    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind",
+                  caption=f"blocks named without their common prefix {common!r}" if common else None)
     for point in report.front:
-        ratios = ", ".join(f"{k}={v}" for k, v in point.channel_ratios.items()) or "-"
-        table.add_row(str(point.trial), " > ".join(point.drops) or "-", ratios, f"{100 * point.average_mAP:.2f}",
-                      f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
+        ratios = ", ".join(f"{k.removeprefix(common)}={v}" for k, v in point.channel_ratios.items()) or "-"
+        table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
+                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
     mAP_ref, latency_ref = report.reference
     console.print(f"hypervolume (reference point: mAP {mAP_ref:.2f}, latency {latency_ref:.2f} ms): "
@@ -282,6 +286,15 @@ def study_pareto(
                   f"all {report.hypervolume_all:.4f}")
     console.print(f"search trials no greedy trial dominates: {report.undominated_by_greedy or 'none'}")
     console.print(f"plots: {png}, {html}")
+
+
+def dotted_common_prefix(names: list[str]) -> str:
+    """The dotted prefix several block names share (`backbone.blocks.`), so tables show what tells
+    them apart; '' for fewer than two names or none shared."""
+    if len(names) < 2:
+        return ""
+    head = os.path.commonprefix(names).rpartition(".")[0]
+    return f"{head}." if head else ""
 
 
 @study_app.command("export")

@@ -166,3 +166,11 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
     completed_baseline = [t for t in baseline_trials(study) if t.state == TrialState.COMPLETE]
     assert len(completed_baseline) == 2
     assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+def test_pareto_table_names_blocks_by_what_tells_them_apart():
+    from search.cli import dotted_common_prefix
+
+    assert dotted_common_prefix(["backbone.blocks.1", "backbone.blocks.10", "backbone.blocks.3"]) == "backbone.blocks."
+    assert dotted_common_prefix(["backbone.stage2.0", "backbone.stage3.1"]) == "backbone."
+    assert dotted_common_prefix(["backbone.blocks.1"]) == "" and dotted_common_prefix(["a.1", "b.1"]) == ""
