@@ -2,8 +2,8 @@
 
 - `PrefixCache`: the aligned model after each drop prefix. Schedules that share a prefix share
   that work; keyed by the base model's fingerprint, the ordered prefix and the alignment settings.
-- latency cache: latency depends on the architecture, not the weights; keyed by architecture
-  fingerprint, input shape and device, measured once.
+- latency cache: latency depends on what the forward pass computes, not on the weights or on
+  which of several identical blocks went; keyed by compute signature, input shape and device.
 - result cache: what a finished schedule scored. Samplers propose a schedule again (many
   parameter vectors encode one schedule), and such a repeat completes from here without re-running;
   keyed by the study's trial-defining spec, the base model's fingerprint and the schedule.
@@ -93,7 +93,7 @@ class JsonCache:
 
 
 def latency_cache(root: Path) -> JsonCache:
-    """Keys: (architecture fingerprint, input shape, device description)."""
+    """Keys: (compute signature, input shape, device description)."""
     return JsonCache(root / "latency")
 
 

@@ -110,7 +110,7 @@ class TrialRunner:
 
     def latency(self, model: TADModel) -> tuple[dict, bool]:
         """From the cache, or measured with the device to itself."""
-        key = (model.architecture_fingerprint(), [self._positions()],
+        key = (model.compute_signature(), [self._positions()],
                device_description(self.device, self.spec.latency.threads))
         cached = self.latencies.get(key)
         if cached is not None:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -70,6 +72,22 @@ def test_fingerprints_tell_weights_and_architecture_apart():
     assert a.fingerprint() != b.fingerprint()
     assert a.architecture_fingerprint() == b.architecture_fingerprint()
     assert a.architecture_fingerprint() != a.without_blocks(["backbone.blocks.0"]).architecture_fingerprint()
+
+
+def test_compute_signature_ignores_which_identical_blocks_dropped():
+    from pruning.channels import prune_channels
+
+    vit = frames_model()
+    one, other = vit.without_blocks(["backbone.blocks.0"]), vit.without_blocks(["backbone.blocks.3"])
+    assert one.architecture_fingerprint() != other.architecture_fingerprint()
+    assert one.compute_signature() == other.compute_signature() != vit.compute_signature()
+    assert prune_channels(copy.deepcopy(one), {"*": 0.5}).compute_signature() != one.compute_signature()
+    # bLVNet-TAM's stages differ in width: which stage loses a block changes the computation.
+    cnn = TADModel(ModelConfig(backbone={"type": "blvnet", "preset": "tiny"},
+                               detector={"num_classes": 3, "dim": 32, "window": 9}))
+    stage1, stage2 = (cnn.without_blocks([name]).compute_signature()
+                   for name in ("backbone.stages.1.big.1", "backbone.stages.2.big.1"))
+    assert stage1 != stage2
 
 
 def test_feature_mode_runs_on_features():

@@ -23,6 +23,10 @@ from .videomae import VideoMAEBackbone, VideoMAEConfig
 
 BackboneConfig = Annotated[VideoMAEConfig | BLVNetConfig, Field(discriminator="type")]
 
+# Architecture fields that name blocks (dropped ones, per-block widths); the widths they carry
+# also show in the tensor shapes.
+BLOCK_NAMED_FIELDS = frozenset({"dropped", "mlp_hidden", "heads", "inner_widths"})
+
 # ImageNet statistics, the normalisation VideoMAE was pre-trained with.
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
@@ -107,6 +111,14 @@ class TADModel(nn.Module):
         """Hash of the architecture alone: equal for models that differ only in weights."""
         return hashlib.sha256(json.dumps(self.architecture.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
+    def compute_signature(self) -> str:
+        """Hash of what a forward pass computes, whatever its blocks are called: the architecture
+        without block names, plus every tensor's shape in module order. Dropping any k of a ViT's
+        identical blocks gives one signature, so one latency measurement serves all those models."""
+        config = _without_block_names(self.architecture.model_dump(mode="json"))
+        shapes = [list(tensor.shape) for tensor in self.state_dict().values()]
+        return hashlib.sha256(json.dumps([config, shapes], sort_keys=True).encode()).hexdigest()[:16]
+
     def fingerprint(self) -> str:
         """Hash of architecture and weights (buffers included), stable across processes."""
         digest = hashlib.sha256(self.architecture_fingerprint().encode())
@@ -138,3 +150,9 @@ class TADModel(nn.Module):
     def forward(self, inputs: Tensor, mask: Tensor) -> DetectorOutput:
         """`inputs` as for `extract_features`, `mask` [B, T] bool over the feature grid."""
         return self.detect_from_features(self.extract_features(inputs), mask)
+
+
+def _without_block_names(config):
+    if isinstance(config, dict):
+        return {k: _without_block_names(v) for k, v in config.items() if k not in BLOCK_NAMED_FIELDS}
+    return config
