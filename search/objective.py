@@ -71,10 +71,11 @@ class TrialRunner:
             with self.lock.shared():
                 model, reused, steps_run = self._compressed(schedule)
                 scores = self.experiment.evaluate(model, profile=False)
+                # Counting MACs runs a CPU forward: not while another trial times the CPU.
+                macs = model_macs(model, self._positions())
             latency, latency_hit = self.latency(model)
         except (FloatingPointError, torch.OutOfMemoryError, ValueError) as error:
             raise TrialFailure(f"{type(error).__name__}: {error}") from error
-        positions = self._positions()
         checkpoint = self.checkpoints / trial_label
         save_model(model, self.spec, checkpoint)
         attrs = {
@@ -82,7 +83,7 @@ class TrialRunner:
             "drops": schedule.drops, "channel_ratios": schedule.channel_ratios,
             "per_tiou": scores["per_tiou"], "tious": scores["tious"],
             "latency_median_ms": latency["median_ms"], "latency_iqr_ms": latency["iqr_ms"],
-            "latency_device": latency["device"], "macs": model_macs(model, positions), "params": count_params(model),
+            "latency_device": latency["device"], "macs": macs, "params": count_params(model),
             "wall_time_s": time.perf_counter() - start,
             "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
                       "result_hit": False},
