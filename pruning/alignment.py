@@ -138,7 +138,7 @@ def align(student: TADModel, teacher: TADModel, experiment: Experiment, config: 
         task = progress.add_task("align", total=total)
         for _ in range(config.epochs):
             for batch in loader:
-                loss = alignment_loss(model, teacher, blocks, batch, config)
+                loss = alignment_loss(model, teacher, blocks, batch.to(student.device), config)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"alignment loss is {loss.item()}")
                 optimizer.zero_grad(set_to_none=True)

@@ -88,7 +88,7 @@ def score_by_detection(model: TADModel, dataset: TADDataset, config: SelectionCo
     count = min(len(dataset), config.max_videos or len(dataset))
     for index in range(count):
         sample = dataset[index]
-        batch = single_batch(model, dataset, sample)
+        batch = single_batch(model, dataset, sample).to(model.device)
         for name, output in candidate_outputs(model, batch.inputs, batch.mask, shared):
             if config.criterion == "loss":
                 losses[name] += model.detector.loss(output, batch.segments, batch.labels)["total"].item() / count
@@ -111,7 +111,7 @@ def score_by_block_change(model: TADModel, dataset: TADDataset, config: Selectio
     channel_dim = -1 if isinstance(model.backbone, VideoMAEBackbone) else 1  # tokens are channels-last
     count = min(len(dataset), config.max_videos or len(dataset))
     for index in range(count):
-        batch = single_batch(model, dataset, dataset[index])
+        batch = single_batch(model, dataset, dataset[index]).to(model.device)
         pairs: dict[str, tuple[Tensor, Tensor]] = {}
         handles = [model.get_submodule(name).register_forward_hook(
             lambda _m, args, out, name=name: pairs.__setitem__(name, (args[0], out))) for name in names]

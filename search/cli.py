@@ -168,7 +168,8 @@ def compress(
             plan = Schedule(base_fingerprint=base.fingerprint(), alignment=alignment,
                             selection=SelectionConfig(criterion=criterion))
         plan.check_fits(base)
-        result = run_compression(Experiment.from_spec(spec, base), base, plan,
+        experiment = Experiment.from_spec(spec, base)
+        result = run_compression(experiment, base.to(experiment.device), plan,
                                  greedy_blocks=blocks if greedy else None, show_progress=not quiet)
     save_model(result.model, spec, out, result.metrics)
     result.schedule.save(out / "schedule.json")

@@ -30,7 +30,7 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
         if spec.runner.kind == "local":
             run_local(study, runner, remaining, spec.timeout_s, callbacks=[view.optuna_callback])
         else:
-            from .ray_runner import run_ray
+            from .ray_runner import RayProgress, run_ray
 
-            run_ray(study, spec, runner.encoding.distributions(), remaining, spec.timeout_s, callbacks=[view.ray_callback()])
+            run_ray(study, spec, runner.encoding.distributions(), remaining, spec.timeout_s, callbacks=[RayProgress(view)])
     return study

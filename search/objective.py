@@ -40,9 +40,9 @@ class TrialRunner:
     def __init__(self, spec: StudySpec) -> None:
         self.spec = spec
         base, _ = load_model(spec.base_model)
-        self.base = base
-        self.base_fingerprint = base.fingerprint()
         self.experiment = Experiment.from_spec(spec, base)
+        self.base = base.to(self.experiment.device)
+        self.base_fingerprint = base.fingerprint()
         self.encoding = ScheduleEncoding(spec.search, base.droppable_blocks())
         root = spec.artifact_dir
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
@@ -95,7 +95,7 @@ class TrialRunner:
     def _compressed(self, schedule: Schedule) -> tuple[TADModel, int, int]:
         """The schedule's model, starting from the longest cached prefix; caches each new prefix."""
         reused, model = self.prefixes.longest(schedule.drops)
-        model = model if model is not None else self.base
+        model = model.to(self.base.device) if model is not None else self.base
         steps_run = 0
         for length in range(reused + 1, len(schedule.drops) + 1):
             model = drop_step(self.experiment, self.base, model, schedule.drops[length - 1], schedule.alignment)

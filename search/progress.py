@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import optuna
 from optuna.trial import TrialState
-from ray import tune
 from rich.console import Console
 from rich.live import Live
 
@@ -43,34 +42,3 @@ class StudyProgress:
 
     def optuna_callback(self, _study: optuna.Study, _trial) -> None:
         self.refresh()
-
-    def ray_callback(self) -> tune.Callback:
-        return _RayProgress(self)
-
-
-class _RayProgress(tune.Callback):
-    """Feeds Tune's trial events to a `StudyProgress`.
-
-    Tune pickles its callbacks with the experiment state for `Tuner.restore`; a live terminal view
-    does not pickle, and tadprune resumes studies from their Optuna storage instead, so a pickled
-    copy carries no view."""
-
-    def __init__(self, view: StudyProgress | None) -> None:
-        self.view = view
-
-    def __getstate__(self) -> dict:
-        return {"view": None}
-
-    def _running_changed(self, delta: int) -> None:
-        if self.view is not None:
-            self.view.running += delta
-            self.view.refresh()
-
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(+1)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(-1)
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(-1)

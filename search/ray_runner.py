@@ -14,6 +14,7 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
+from .progress import StudyProgress
 from .spec import StudySpec
 from .study import artifact_store, record_outcome
 
@@ -62,6 +63,34 @@ class StudySearcher(OptunaSearch):
             outcome = TrialOutcome((result[MAP], result[LATENCY]), json.loads(result[ATTRS]), Path(result["checkpoint"]))
             record_outcome(self._study_handle, ot_trial._trial_id, outcome, self._artifacts)
         return super().on_trial_complete(trial_id, result, error)
+
+
+class RayProgress(tune.Callback):
+    """Feeds Tune's trial events to a `StudyProgress`.
+
+    Tune pickles its callbacks with the experiment state for `Tuner.restore`; a live terminal view
+    does not pickle, and tadprune resumes studies from their Optuna storage instead, so a pickled
+    copy carries no view."""
+
+    def __init__(self, view: StudyProgress | None) -> None:
+        self.view = view
+
+    def __getstate__(self) -> dict:
+        return {"view": None}
+
+    def _running_changed(self, delta: int) -> None:
+        if self.view is not None:
+            self.view.running += delta
+            self.view.refresh()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(+1)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(-1)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._running_changed(-1)
 
 
 def run_ray(study: optuna.Study, spec: StudySpec, encoding_distributions: dict, n_trials: int | None,

@@ -30,12 +30,11 @@ def to_results(detections: Detections, sample: Sample, dataset: TADDataset) -> l
 def predict(model: TADModel, dataset: TADDataset, config: InferenceConfig = InferenceConfig()) -> Results:
     """Whole videos, one at a time: `{video_id: [{"label", "score", "segment"}]}`."""
     model.eval()
-    device = next(model.parameters()).device
     results: Results = {}
     for index in range(len(dataset)):
         sample = dataset[index]
-        batch = single_batch(model, dataset, sample)
-        detections = model.detector.detect(model(batch.inputs.to(device), batch.mask.to(device)), config)[0]
+        batch = single_batch(model, dataset, sample).to(model.device)
+        detections = model.detector.detect(model(batch.inputs, batch.mask), config)[0]
         results[sample.video.video_id] = to_results(detections, sample, dataset)
     return results
 

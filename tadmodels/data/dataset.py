@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,6 +47,11 @@ class Batch:
     @property
     def labels(self) -> list[Tensor]:
         return [s.labels for s in self.samples]
+
+    def to(self, device: torch.device) -> "Batch":
+        """The batch with what a forward pass and its loss read (inputs, mask, targets) on `device`."""
+        samples = [replace(s, segments=s.segments.to(device), labels=s.labels.to(device)) for s in self.samples]
+        return Batch(samples, self.inputs.to(device), self.mask.to(device))
 
 
 class TADDataset(Dataset[Sample]):

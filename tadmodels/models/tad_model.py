@@ -107,6 +107,11 @@ class TADModel(nn.Module):
             del self.get_submodule(parent_name)[key]
         self.architecture = self.architecture.model_copy(update={"dropped": [*self.architecture.dropped, *names]})
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are; inputs go there."""
+        return next(self.parameters()).device
+
     def architecture_fingerprint(self) -> str:
         """Hash of the architecture alone: equal for models that differ only in weights."""
         return hashlib.sha256(json.dumps(self.architecture.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

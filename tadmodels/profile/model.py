@@ -33,8 +33,9 @@ def dummy_input(model: TADModel, positions: int, frame_size: int | None = None,
 
 
 def model_macs(model: TADModel, positions: int) -> int:
-    """MACs of one forward over `positions` grid positions (counted on CPU: device-independent)."""
-    inputs, mask = dummy_input(model.eval(), positions)
+    """MACs of one forward over `positions` grid positions (on the model's device; the count is
+    the same on any)."""
+    inputs, mask = dummy_input(model.eval(), positions, device=model.device)
     return count_macs(lambda: model(inputs, mask))
 
 
@@ -42,13 +43,14 @@ def model_latency(model: TADModel, positions: int, device: str = "auto", repeats
                   threads: int | None = None) -> LatencyRecord:
     """Measured latency of one forward over `positions` grid positions on `device`."""
     target = resolve_device(device)
+    home = model.device
     model = model.eval().to(target)
     inputs, mask = dummy_input(model, positions, device=target)
     try:
         return measure_latency(lambda: model(inputs, mask), target, list(inputs.shape), torch.float32,
                                repeats=repeats, warmup=warmup, threads=threads)
     finally:
-        model.to("cpu")
+        model.to(home)  # back where the caller keeps it (a GPU worker aligns on the GPU)
 
 
 def profile_model(model: TADModel, positions: int, device: str = "auto", repeats: int = 20, warmup: int = 5,

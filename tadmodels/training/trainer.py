@@ -70,6 +70,11 @@ class Experiment:
             model = TADModel(spec.model)
         return cls(spec, annotations, model)
 
+    @property
+    def device(self) -> torch.device:
+        """Where training, alignment, block selection and evaluation run (`train.device`)."""
+        return resolve_device(self.spec.train.device)
+
     def dataset(self, subset: str, train: bool = False) -> TADDataset:
         window = self.spec.data.max_seq_len if train else None
         return TADDataset(self.spec.data, self.annotations, subset, grid_geometry(self.spec.data, self.model),
@@ -124,7 +129,7 @@ def train(experiment: Experiment, show_progress: bool = True) -> TADModel:
     seed_everything(config.seed)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = experiment.device
     model = experiment.model.to(device).train()
     loader = experiment.loader(experiment.spec.data.train_subset)
     total = config.epochs * len(loader)
@@ -138,8 +143,8 @@ def train(experiment: Experiment, show_progress: bool = True) -> TADModel:
         task = progress.add_task("train", total=total, loss=float("nan"))
         for epoch in range(config.epochs):
             for batch in loader:
-                losses = model.detector.loss(model(batch.inputs.to(device), batch.mask.to(device)),
-                                             [s.to(device) for s in batch.segments], [l.to(device) for l in batch.labels])
+                batch = batch.to(device)
+                losses = model.detector.loss(model(batch.inputs, batch.mask), batch.segments, batch.labels)
                 loss = losses["total"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}")
