@@ -97,6 +97,9 @@ def run_ray(study: optuna.Study, spec: StudySpec, encoding_distributions: dict, 
             timeout_s: float | None, callbacks: list[tune.Callback] | None = None) -> None:
     """Run up to `n_trials` trials (None: until `timeout_s`) on Ray: a local Ray with this machine's
     CPUs (and GPUs) on a laptop, the running cluster when `--address` / `RAY_ADDRESS` names one."""
+    # Tune's newer console output prints a configuration box and a TensorBoard hint even at
+    # verbose=0; the legacy reporter stays quiet, leaving the study's own progress line.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = spec.runner.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)

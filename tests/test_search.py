@@ -129,6 +129,7 @@ def test_ray_study_with_two_workers_writes_a_loadable_study(tiny_setting, tmp_pa
                      runner={"kind": "ray", "max_concurrent": 2, "resources": {"cpu": 1}})
     result = run("study", "launch", path, "--quiet")
     assert result.exit_code == 0, result.output
+    assert "Configuration for experiment" not in result.output  # Tune's console box stays out of the way
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 4
