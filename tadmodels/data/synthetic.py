@@ -137,8 +137,10 @@ class SyntheticPreset:
                           synthetic=SyntheticSource(preset=self.name, seed=seed))
 
 
+# 48 test videos (about 100 actions) resolve mAP differences of about half a point; with 16 the
+# compressed demo models all tied at 1.00.
 _DEMO_TIMELINE = dict(
-    num_classes=4, subsets=(("validation", 32), ("test", 16)), fps=8.0,
+    num_classes=4, subsets=(("validation", 32), ("test", 48)), fps=8.0,
     video_seconds=LogNormal(median=17.0, sigma=0.25, low=12.0, high=24.0),
     instance_seconds=LogNormal(median=3.2, sigma=0.3, low=2.0, high=5.0),
     instances_per_minute=7.0, min_instances=1, max_instances=3, min_gap_s=1.0, distractors_per_minute=10.0,
@@ -155,7 +157,11 @@ _THUMOS_TIMELINE = dict(
 
 PRESETS: dict[str, SyntheticPreset] = {
     preset.name: preset for preset in (
-        SyntheticPreset(name="demo", kind="frames", feature_stride=2, clip_length=2, **_DEMO_TIMELINE),
+        # Noisier than the default, so that depth matters: the base model still reaches ~0.99 in its
+        # 3 minutes, and dropping its first 1 / 2 blocks without alignment cost 0.2 / 2.4 points of
+        # mAP at 6 grey levels, 17 / 53 points at 32.
+        SyntheticPreset(name="demo", kind="frames", feature_stride=2, clip_length=2, frame_noise=32.0,
+                        **_DEMO_TIMELINE),
         # Less noise than thumos-like-features: 32 training videos are too few to learn to ignore more.
         SyntheticPreset(name="demo-features", kind="features", feature_stride=1, clip_length=1, channels=64,
                         feature_noise=1.6, **_DEMO_TIMELINE),
