@@ -48,8 +48,8 @@ class TrialRunner:
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
         self.latencies = latency_cache(root / "cache")
         self.results = result_cache(root / "cache", spec.search_hash(), self.base_fingerprint)
-        self.device = resolve_device(spec.latency.device)
-        self.lock = DeviceLock(self.device)
+        self.latency_device = resolve_device(spec.latency.device)
+        self.lock = DeviceLock(self.latency_device)
         self.checkpoints = root / "checkpoints"
 
     def schedule(self, decoded: Decoded) -> Schedule:
@@ -71,7 +71,7 @@ class TrialRunner:
             with self.lock.shared():
                 model, reused, steps_run = self._compressed(schedule)
                 scores = self.experiment.evaluate(model, profile=False)
-                # Counting MACs runs a CPU forward: not while another trial times the CPU.
+                # Counting MACs runs a forward pass: not while another trial times the device.
                 macs = model_macs(model, self._positions())
             latency, latency_hit = self.latency(model)
         except (FloatingPointError, torch.OutOfMemoryError, ValueError) as error:
@@ -112,7 +112,7 @@ class TrialRunner:
     def latency(self, model: TADModel) -> tuple[dict, bool]:
         """From the cache, or measured with the device to itself."""
         key = (model.compute_signature(), [self._positions()],
-               device_description(self.device, self.spec.latency.threads))
+               device_description(self.latency_device, self.spec.latency.threads))
         cached = self.latencies.get(key)
         if cached is not None:
             return cached, True
