@@ -263,3 +263,15 @@ def test_write_annotations_rejects_unknown_label_ids(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError) as error:
         write_annotations(tmp_path / "a.json", videos(), LABELS[:2])
     assert_names(error, "v1", "a.json", "[2]")
+
+
+def test_a_batch_moves_what_a_forward_and_its_loss_read() -> None:
+    import torch
+
+    from tadmodels.data.dataset import Batch, Sample
+
+    sample = Sample(video=None, inputs=torch.zeros(4, 3), length=4, segments=torch.zeros(1, 2),
+                    labels=torch.zeros(1, dtype=torch.long), offset=0)
+    batch = Batch([sample], torch.zeros(1, 4, 3), torch.ones(1, 4, dtype=torch.bool)).to(torch.device("meta"))
+    assert {t.device.type for t in [batch.inputs, batch.mask, *batch.segments, *batch.labels]} == {"meta"}
+    assert sample.segments.device.type == "cpu"  # the dataset's own samples stay where they were
