@@ -238,7 +238,7 @@ def print_status(study) -> None:
         console.print(f"Pareto front: {len(study.best_trials)} trials; best mAP {100 * max(t.values[0] for t in complete):.2f}")
         repeats = sum(t.user_attrs.get("cache", {}).get("result_hit", False) for t in complete)
         if repeats:
-            console.print(f"{repeats} trials repeated an earlier schedule and reused its result")
+            console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
     failed = [t for t in trials if t.state == TrialState.FAIL]
     for trial in failed[-5:]:
         console.print(f"trial {trial.number} failed: {trial.user_attrs.get('fail_reason', 'no reason recorded')}")

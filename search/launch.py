@@ -3,26 +3,33 @@ from __future__ import annotations
 
 import optuna
 
-from tadmodels.training import train_and_save
-
-from .objective import TrialRunner
+from .encoding import ScheduleEncoding
 from .progress import StudyProgress
 from .spec import StudySpec
-from .study import artifact_root, ensure_baseline, open_study, remaining_trials, run_local
+from .study import (artifact_root, compute_groundwork, groundwork_needed, open_study, prepare_runner, record_groundwork,
+                    remaining_trials, run_local)
 
 
 def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna.Study:
+    """Create or resume the study, compute its groundwork once where trials run (training the base
+    model if missing), then run trials until `spec.n_trials` have finished or the time is up."""
     spec = spec.resolved()
-    if not (spec.base_model / "model.safetensors").exists():
-        train_and_save(spec, spec.base_model, show_progress=show_progress)
-    runner = TrialRunner(spec)
     study = open_study(spec, spec.storage_url, budgets)
     study.set_user_attr("artifact_store", str(artifact_root(spec)))
-    if "base_latency_ms" not in study.user_attrs:
-        latency, _ = runner.latency(runner.base)
-        study.set_user_attr("base_latency_ms", latency["median_ms"])
-        study.set_user_attr("base_map", runner.experiment.evaluate(runner.base, profile=False)["average_mAP"])
-    ensure_baseline(study, runner, show_progress)
+    needed = groundwork_needed(study)
+    if spec.runner.kind == "local":
+        runner = prepare_runner(spec, show_progress)
+        work = compute_groundwork(runner, needed, show_progress)
+    else:
+        from .ray_runner import RayProgress, remote_groundwork, run_ray
+
+        if show_progress and any(needed.values()):
+            print("on a Ray worker: the base model (trained first if missing), its mAP and latency, "
+                  "and the greedy chain", flush=True)
+        work = remote_groundwork(spec, needed)
+        if show_progress and work.chain:
+            print(f"greedy chain: {' > '.join(work.chain)}", flush=True)
+    record_groundwork(study, work)
     remaining = remaining_trials(study, spec.n_trials)
     if remaining == 0:
         return study
@@ -30,7 +37,6 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
         if spec.runner.kind == "local":
             run_local(study, runner, remaining, spec.timeout_s, callbacks=[view.optuna_callback])
         else:
-            from .ray_runner import RayProgress, run_ray
-
-            run_ray(study, spec, runner.encoding.distributions(), remaining, spec.timeout_s, callbacks=[RayProgress(view)])
+            distributions = ScheduleEncoding(spec.search, work.droppable_blocks).distributions()
+            run_ray(study, spec, distributions, remaining, spec.timeout_s, callbacks=[RayProgress(view)])
     return study

@@ -16,7 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
 from .progress import StudyProgress
 from .spec import StudySpec
-from .study import artifact_store, record_outcome
+from .study import Groundwork, artifact_store, compute_groundwork, prepare_runner, record_outcome
 
 FAIL_REASON = "fail_reason"
 ATTRS = "attrs_json"
@@ -93,16 +93,34 @@ class RayProgress(tune.Callback):
         self._running_changed(-1)
 
 
+def connect(spec: StudySpec) -> None:
+    """A local Ray with this machine's CPUs (and GPUs) on a laptop, the running cluster when
+    `--address` / `RAY_ADDRESS` names one."""
+    if not ray.is_initialized():
+        address = spec.runner.address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+
+
+def remote_groundwork(spec: StudySpec, needed: dict[str, bool]) -> Groundwork:
+    """`compute_groundwork` as a Ray task with a trial's resources, so the driver does no model work."""
+    connect(spec)
+    resources = spec.runner.resources
+    task = ray.remote(_groundwork).options(num_cpus=resources.cpu, num_gpus=resources.gpu)
+    return ray.get(task.remote(spec.model_dump_json(), needed))
+
+
+def _groundwork(spec_json: str, needed: dict[str, bool]) -> Groundwork:
+    runner = prepare_runner(StudySpec.model_validate_json(spec_json), show_progress=False)
+    return compute_groundwork(runner, needed, show_progress=False)
+
+
 def run_ray(study: optuna.Study, spec: StudySpec, encoding_distributions: dict, n_trials: int | None,
             timeout_s: float | None, callbacks: list[tune.Callback] | None = None) -> None:
-    """Run up to `n_trials` trials (None: until `timeout_s`) on Ray: a local Ray with this machine's
-    CPUs (and GPUs) on a laptop, the running cluster when `--address` / `RAY_ADDRESS` names one."""
+    """Run up to `n_trials` trials (None: until `timeout_s`) on Ray (see `connect`)."""
     # Tune's newer console output prints a configuration box and a TensorBoard hint even at
     # verbose=0; the legacy reporter stays quiet, leaving the study's own progress line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    address = spec.runner.address or os.environ.get("RAY_ADDRESS")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    connect(spec)
     searcher = StudySearcher(space=encoding_distributions, metric=[MAP, LATENCY], mode=["max", "min"],
                              sampler=study.sampler, study_name=study.study_name, storage=study._storage,
                              study=study, spec=spec)

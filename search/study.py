@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pruning.progressive import drop_step
 from pruning.selection import select_block
+from tadmodels.training import train_and_save
 
 from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
 from .spec import StudySpec
@@ -101,11 +103,45 @@ def _fail_stale_trials(study: optuna.Study) -> None:
             study.enqueue_trial(trial.params, user_attrs={BASELINE_ATTR: GREEDY})
 
 
-def ensure_baseline(study: optuna.Study, runner: TrialRunner, show_progress: bool = True) -> list[str]:
-    """Compute the greedy PBD chain once (its aligned prefixes land in the prefix cache) and
-    enqueue its schedules for k = 1..max_drops as trials marked `baseline = greedy`."""
-    if "greedy_chain" in study.user_attrs:
-        return study.user_attrs["greedy_chain"]
+@dataclass
+class Groundwork:
+    """What a study computes once before its trials, wherever trials run (a Ray worker under the
+    `ray` runner, so that a head node without a GPU does no model work): the base model's mAP and
+    latency, and the greedy PBD chain with the parameters that encode each of its prefixes."""
+
+    droppable_blocks: list[str]
+    base_map: float | None = None
+    base_latency_ms: float | None = None
+    chain: list[str] | None = None
+    selection_scores: list[dict] | None = None
+    baseline_params: list[dict] | None = None
+
+
+def prepare_runner(spec: StudySpec, show_progress: bool = True) -> TrialRunner:
+    """The trial runner for `spec`, training the base model first when it is missing."""
+    if not (spec.base_model / "model.safetensors").exists():
+        train_and_save(spec, spec.base_model, show_progress=show_progress)
+    return TrialRunner(spec)
+
+
+def groundwork_needed(study: optuna.Study) -> dict[str, bool]:
+    return {"base": "base_latency_ms" not in study.user_attrs, "chain": "greedy_chain" not in study.user_attrs}
+
+
+def compute_groundwork(runner: TrialRunner, needed: dict[str, bool], show_progress: bool = True) -> Groundwork:
+    """The base model's figures and the greedy chain (its aligned prefixes land in the prefix
+    cache, so the chain's trials align nothing), as far as `needed` asks."""
+    work = Groundwork(droppable_blocks=runner.base.droppable_blocks())
+    if needed["base"]:
+        work.base_latency_ms = runner.latency(runner.base)[0]["median_ms"]
+        work.base_map = runner.experiment.evaluate(runner.base, profile=False)["average_mAP"]
+    if needed["chain"]:
+        work.chain, work.selection_scores = greedy_chain(runner, show_progress)
+        work.baseline_params = [runner.encoding.encode(work.chain[:k]) for k in range(1, len(work.chain) + 1)]
+    return work
+
+
+def greedy_chain(runner: TrialRunner, show_progress: bool) -> tuple[list[str], list[dict]]:
     spec, experiment = runner.spec, runner.experiment
     allowed = set(runner.encoding.blocks)
     train_set = experiment.dataset(spec.data.train_subset)
@@ -118,11 +154,20 @@ def ensure_baseline(study: optuna.Study, runner: TrialRunner, show_progress: boo
             print(f"greedy step {step + 1}/{spec.search.max_drops}: drop {selection.chosen}", flush=True)
         model = drop_step(experiment, runner.base, model, selection.chosen, spec.alignment)
         runner.prefixes.put(chain, model)
-    for k in range(1, len(chain) + 1):
-        study.enqueue_trial(runner.encoding.encode(chain[:k]), user_attrs={BASELINE_ATTR: GREEDY})
-    study.set_user_attr("greedy_selection_scores", scores)
-    study.set_user_attr("greedy_chain", chain)
-    return chain
+    return chain, scores
+
+
+def record_groundwork(study: optuna.Study, work: Groundwork) -> None:
+    """Store what was computed; the greedy chain's schedules are enqueued as trials marked
+    `baseline = greedy`, once (its attribute is written last)."""
+    if work.base_latency_ms is not None:
+        study.set_user_attr("base_latency_ms", work.base_latency_ms)
+        study.set_user_attr("base_map", work.base_map)
+    if work.chain is not None:
+        for params in work.baseline_params:
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: GREEDY})
+        study.set_user_attr("greedy_selection_scores", work.selection_scores)
+        study.set_user_attr("greedy_chain", work.chain)
 
 
 def record_outcome(study: optuna.Study, trial_id: int, outcome: TrialOutcome, artifacts: FileSystemArtifactStore) -> None:
