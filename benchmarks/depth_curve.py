@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from markdown_table import markdown_table
+from common import add_timing_arguments, markdown_table
 from tadmodels.models import VideoMAEBackbone, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
 
@@ -37,9 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=16, help="chunks per window at the paper's shape")
     parser.add_argument("--cpu-chunks", type=int, default=2, help="chunks timed when no GPU is present")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_arguments(parser, repeats=10, warmup=3, threads=2)
     args = parser.parse_args()
     device = resolve_device("auto")
     chunks = args.chunks if device.type == "cuda" else args.cpu_chunks

@@ -20,7 +20,7 @@ from functools import partial
 
 import torch
 
-from markdown_table import markdown_table
+from common import add_timing_arguments, markdown_table
 from pruning.channels import prune_channels
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
@@ -54,9 +54,7 @@ def matching_ratio(model: TADModel, target: int, steps: int) -> tuple[float, TAD
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=2, help="chunks per timed forward")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
+    add_timing_arguments(parser, repeats=15, warmup=3, threads=1)
     parser.add_argument("--bisect-steps", type=int, default=16)
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import torch
 
-from markdown_table import markdown_table
+from common import markdown_table
 from pruning.alignment import AlignmentConfig, align
 from pruning.progressive import CompressionResult, compress
 from pruning.schedule import Schedule

@@ -35,7 +35,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from markdown_table import markdown_table
+from common import markdown_table
 from search.pareto import front, hypervolume, pareto_report, reference_point
 from search.spec import StudySpec, load_study_spec
 from search.study import BASELINE_ATTR, GREEDY, storage_for

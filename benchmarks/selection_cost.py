@@ -25,7 +25,7 @@ import json
 import torch
 from torch import Tensor
 
-from markdown_table import markdown_table
+from common import add_timing_arguments, markdown_table
 from pruning.selection import candidate_outputs
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, dummy_input, measure_latencies, resolve_device
@@ -56,9 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--img-size", type=int, default=112, help="frame size in px (multiple of 16)")
     parser.add_argument("--positions", type=int, default=32, help="grid positions of the window")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1)
+    add_timing_arguments(parser, repeats=5, warmup=1, threads=1)
     args = parser.parse_args()
     torch.manual_seed(0)
     config = ModelConfig(backbone=VideoMAEConfig(preset="S", img_size=args.img_size),
