@@ -170,7 +170,7 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
 
 
 def test_pareto_table_names_blocks_by_what_tells_them_apart():
-    from search.cli import dotted_common_prefix
+    from search.cli.study import dotted_common_prefix
 
     assert dotted_common_prefix(["backbone.blocks.1", "backbone.blocks.10", "backbone.blocks.3"]) == "backbone.blocks."
     assert dotted_common_prefix(["backbone.stage2.0", "backbone.stage3.1"]) == "backbone."

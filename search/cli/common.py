@@ -1,0 +1,55 @@
+"""What every command group shares: the consoles, how bad input ends a command, small parsers.
+
+Kept light on purpose: a command imports what it needs inside its function, so `tadprune eval`
+does not pay for torch, Optuna or Ray at start-up.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console()
+errors = Console(stderr=True)
+
+# `-h` as well as `--help`, on every command and group.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+def group(help: str) -> typer.Typer:
+    """A command group (or the top-level app) with the settings every group shares."""
+    return typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                       context_settings=CONTEXT_SETTINGS, help=help)
+
+
+@contextmanager
+def user_input_errors() -> Iterator[None]:
+    """Bad input (a spec, a file, a value) ends the command with its message and exit status 2,
+    like any other usage error; a traceback is for bugs."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        # Messages quote user text such as `[start_s, end_s]`, which rich would read as markup.
+        errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def parse_floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}", param_hint=option) from None
+
+
+def print_metrics(metrics: dict) -> None:
+    """A model's mAP per tIoU, latency, MACs and parameters as one table row."""
+    from rich.table import Table
+
+    # Short headers: the table must fit an 80-column terminal at every tIoU count the specs use.
+    table = Table("mAP avg", *[f"@{t:g}" for t in metrics["tious"]], "ms", "GMACs", "M params")
+    table.add_row(f"{100 * metrics['average_mAP']:.2f}", *[f"{100 * v:.2f}" for v in metrics["per_tiou"]],
+                  f"{metrics['latency_ms']:.2f}", f"{metrics['macs'] / 1e9:.3f}", f"{metrics['params'] / 1e6:.3f}")
+    console.print(table)

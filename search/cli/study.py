@@ -1,0 +1,148 @@
+"""`tadprune study ...`: launch a search, follow it, read its Pareto front, export a schedule."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from .common import console, group, user_input_errors
+
+app = group("Search studies: launch, status, Pareto front, export.")
+
+
+StorageOption = Annotated[str, typer.Option(help="SQLAlchemy URL of the study storage, e.g. sqlite:///studies/demo.db")]
+StudyOption = Annotated[str, typer.Option("--study", help="study name")]
+
+
+@app.command("launch")
+def study_launch(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec YAML")],
+    storage: Annotated[Optional[str], typer.Option(help="override the spec's storage URL")] = None,
+    n_trials: Annotated[Optional[int], typer.Option(min=1, help="finished trials the study should have in all")] = None,
+    timeout: Annotated[Optional[float], typer.Option(min=1, help="stop starting trials after this many seconds")] = None,
+    runner: Annotated[Optional[str], typer.Option(help="ray or local (overrides the spec)")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local Ray)")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="latency budget, stored as an Optuna constraint")] = None,
+    min_map: Annotated[Optional[float], typer.Option(help="mAP floor (fraction), stored as an Optuna constraint")] = None,
+    quiet: Annotated[bool, typer.Option(help="no live progress")] = False,
+) -> None:
+    """Create or resume a study: train the base model if missing, enqueue the greedy PBD chain once, search."""
+    from search.launch import launch
+    from search.spec import load_study_spec
+
+    with user_input_errors():
+        spec = load_study_spec(spec_path).with_overrides(storage=storage, n_trials=n_trials, timeout_s=timeout,
+                                                         runner=runner, address=address)
+        study = launch(spec, {"max_latency_ms": max_latency_ms, "min_map": min_map}, show_progress=not quiet)
+    print_status(study)
+
+
+def open_existing_study(storage: str, name: str):
+    import optuna
+
+    from search.study import storage_for
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage_for(storage))
+    except KeyError:
+        raise ValueError(f"no study {name!r} in {storage}") from None
+
+
+def print_status(study) -> None:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    table = Table("state", "trials")
+    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
+        table.add_row(state.name.lower(), str(sum(t.state == state for t in trials)))
+    console.print(table)
+    attrs = study.user_attrs
+    if "base_map" in attrs:
+        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms")
+    if "greedy_chain" in attrs:
+        console.print(f"greedy chain: {' > '.join(attrs['greedy_chain'])}")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        console.print(f"Pareto front: {len(study.best_trials)} trials; best mAP {100 * max(t.values[0] for t in complete):.2f}")
+        repeats = sum(t.user_attrs.get("cache", {}).get("result_hit", False) for t in complete)
+        if repeats:
+            console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    for trial in failed[-5:]:
+        console.print(f"trial {trial.number} failed: {trial.user_attrs.get('fail_reason', 'no reason recorded')}")
+
+
+@app.command("status")
+def study_status(storage: StorageOption, study: StudyOption) -> None:
+    """Counts of trials by state, the base model, the greedy chain, the front's size."""
+    with user_input_errors():
+        print_status(open_existing_study(storage, study))
+
+
+@app.command("pareto")
+def study_pareto(
+    storage: StorageOption, study: StudyOption,
+    out: Annotated[Optional[Path], typer.Option(help="PNG/HTML prefix; default studies/<study>.pareto")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The Pareto front as a table, the hypervolume of the search's front against the greedy chain's,
+    and PNG (matplotlib) and HTML (plotly) plots with the greedy chain drawn."""
+    from search.pareto import pareto_report, plot_html, plot_png
+
+    with user_input_errors():
+        handle = open_existing_study(storage, study)
+        report = pareto_report(handle)
+    prefix = out or Path("studies") / f"{study}.pareto"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    png, html = prefix.with_suffix(".png"), prefix.with_suffix(".html")
+    plot_png(handle, report, png)
+    plot_html(handle, report, html)
+    if as_json:
+        print(json.dumps({**report.to_json(), "png": str(png), "html": str(html)}))
+        return
+    names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
+    common = dotted_common_prefix(names)
+    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind",
+                  caption=f"blocks named without their common prefix {common!r}" if common else None)
+    for point in report.front:
+        ratios = ", ".join(f"{k.removeprefix(common)}={v}" for k, v in point.channel_ratios.items()) or "-"
+        table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
+                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
+    console.print(table)
+    mAP_ref, latency_ref = report.reference
+    console.print(f"hypervolume (reference point: mAP {mAP_ref:.2f}, latency {latency_ref:.2f} ms): "
+                  f"search {report.hypervolume_search:.4f}, greedy chain {report.hypervolume_greedy:.4f}, "
+                  f"all {report.hypervolume_all:.4f}")
+    console.print(f"search trials no greedy trial dominates: {report.undominated_by_greedy or 'none'}")
+    console.print(f"plots: {png}, {html}")
+
+
+def dotted_common_prefix(names: list[str]) -> str:
+    """The dotted prefix several block names share (`backbone.blocks.`), so tables show what tells
+    them apart; '' for fewer than two names or none shared."""
+    if len(names) < 2:
+        return ""
+    head = os.path.commonprefix(names).rpartition(".")[0]
+    return f"{head}." if head else ""
+
+
+@app.command("export")
+def study_export(
+    storage: StorageOption, study: StudyOption,
+    out: Annotated[Path, typer.Option(help="schedule JSON to write")],
+    max_latency_ms: Annotated[Optional[float], typer.Option(help="best mAP within this latency")] = None,
+    min_map: Annotated[Optional[float], typer.Option(help="fastest schedule with at least this mAP (fraction)")] = None,
+) -> None:
+    """Write the best schedule under the budget (and its checkpoint, when the study stored one)."""
+    from search.export import best_under_budget, export_schedule
+
+    with user_input_errors():
+        handle = open_existing_study(storage, study)
+        trial = best_under_budget(handle, max_latency_ms, min_map)
+        model_dir = export_schedule(handle, trial, out)
+    console.print(f"trial {trial.number}: mAP {100 * trial.values[0]:.2f}, latency {trial.values[1]:.2f} ms, "
+                  f"drops {trial.user_attrs.get('drops')} -> {out}" + (f", checkpoint {model_dir}" if model_dir else ""))
