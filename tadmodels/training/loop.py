@@ -57,6 +57,35 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return AUTOCAST_DTYPES.get(precision) if device.type == "cuda" else None
 
 
+class PrecisionStep:
+    """One optimiser step from a loss at the precision asked for: backward, gradient clipping
+    (after unscaling, under fp16), step. Under fp16 a `GradScaler` scales the loss and skips
+    steps whose gradients overflowed, as torch's AMP recipe does."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], settings: LoopSettings,
+                 device: torch.device) -> None:
+        self.optimizer, self.params, self.grad_clip = optimizer, params, settings.grad_clip
+        self.device_type = device.type
+        self.dtype = autocast_dtype(settings.precision, device)
+        self.scaler = torch.amp.GradScaler(device.type) if self.dtype is torch.float16 else None
+
+    def autocast(self):
+        return nullcontext() if self.dtype is None else torch.autocast(self.device_type, dtype=self.dtype)
+
+    def __call__(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
 def fit(model: nn.Module, loader: Iterable, loss_fn: Callable[[Any], Tensor], settings: LoopSettings,
         label: str, show_progress: bool = False) -> None:
     """Optimise the parameters of `model` that require grad, in place, `settings.epochs` times over
@@ -92,32 +121,3 @@ def fit(model: nn.Module, loader: Iterable, loss_fn: Callable[[Any], Tensor], se
                 progress.update(task, advance=1, loss=loss.item(), description=f"{label} epoch {epoch}/{settings.epochs}")
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
-
-
-class PrecisionStep:
-    """One optimiser step from a loss at the precision asked for: backward, gradient clipping
-    (after unscaling, under fp16), step. Under fp16 a `GradScaler` scales the loss and skips
-    steps whose gradients overflowed, as torch's AMP recipe does."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], settings: LoopSettings,
-                 device: torch.device) -> None:
-        self.optimizer, self.params, self.grad_clip = optimizer, params, settings.grad_clip
-        self.device_type = device.type
-        self.dtype = autocast_dtype(settings.precision, device)
-        self.scaler = torch.amp.GradScaler(device.type) if self.dtype is torch.float16 else None
-
-    def autocast(self):
-        return nullcontext() if self.dtype is None else torch.autocast(self.device_type, dtype=self.dtype)
-
-    def __call__(self, loss: Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-            self.optimizer.step()
-            return
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
