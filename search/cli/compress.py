@@ -16,8 +16,10 @@ def compress(
     greedy: Annotated[bool, typer.Option(help="choose the drops with greedy Progressive Block Drop")] = False,
     blocks: Annotated[Optional[int], typer.Option(min=1, help="with --greedy: how many blocks to drop")] = None,
     criterion: Annotated[str, typer.Option(help="with --greedy: map, loss, mse or cosine")] = "map",
+    align_preset: Annotated[Optional[str], typer.Option(
+        help="with --greedy: alignment settings, cheap (the default) or pbd (PBD's release recipe)")] = None,
     align_epochs: Annotated[Optional[int], typer.Option(min=0, help="with --greedy: alignment epochs per step")] = None,
-    teacher: Annotated[str, typer.Option(help="with --greedy: original or previous")] = "original",
+    teacher: Annotated[Optional[str], typer.Option(help="with --greedy: original or previous (default: the preset's)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Apply a schedule (drop, align, ..., then channel pruning and a final alignment), or run greedy
@@ -39,7 +41,8 @@ def compress(
         if schedule is not None:
             plan = load_schedule(schedule)
         else:
-            alignment = AlignmentConfig(teacher=teacher, **({} if align_epochs is None else {"epochs": align_epochs}))
+            given = {"preset": align_preset, "epochs": align_epochs, "teacher": teacher}
+            alignment = AlignmentConfig(**{key: value for key, value in given.items() if value is not None})
             plan = Schedule(base_fingerprint=base.fingerprint(), alignment=alignment,
                             selection=SelectionConfig(criterion=criterion))
         plan.check_fits(base)

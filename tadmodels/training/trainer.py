@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -11,9 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from ..data.dataset import GridGeometry, TADDataset, collate
@@ -24,6 +21,7 @@ from ..inference import evaluate_model
 from ..models import TADModel
 from ..profile import profile_model, resolve_device
 from ..spec import ExperimentSpec, load_spec
+from .loop import fit
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.yaml", "metrics.json"
 
@@ -106,56 +104,19 @@ class Experiment:
         }
 
 
-def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to the base rate, then cosine decay to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no decay on biases and norm scales (1-D parameters), as ActionFormer trains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-
-
 def train(experiment: Experiment, show_progress: bool = True) -> TADModel:
-    """Train `experiment.model` on the train subset; returns the EMA of its weights."""
+    """Train `experiment.model` on the train subset; returns it with the EMA of its weights."""
     config = experiment.spec.train
     seed_everything(config.seed)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    device = experiment.device
-    model = experiment.model.to(device).train()
-    loader = experiment.loader(experiment.spec.data.train_subset)
-    total = config.epochs * len(loader)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    warmup = round(config.warmup_epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, warmup_steps=max(1, warmup), total_steps=total))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show_progress) as progress:
-        task = progress.add_task("train", total=total, loss=float("nan"))
-        for epoch in range(config.epochs):
-            for batch in loader:
-                batch = batch.to(device)
-                losses = model.detector.loss(model(batch.inputs, batch.mask), batch.segments, batch.labels)
-                loss = losses["total"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                ema.update_parameters(model)
-                progress.update(task, advance=1, loss=loss.item(), description=f"train epoch {epoch + 1}/{config.epochs}")
-    trained: TADModel = ema.module.to("cpu").eval()
+    model = experiment.model.to(experiment.device)
+
+    def loss(batch) -> torch.Tensor:
+        return model.detector.loss(model(batch.inputs, batch.mask), batch.segments, batch.labels)["total"]
+
+    fit(model, experiment.loader(experiment.spec.data.train_subset), loss, config, "training", show_progress)
+    trained: TADModel = model.to("cpu").eval()
     experiment.model = trained
     return trained
 
