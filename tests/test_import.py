@@ -213,6 +213,8 @@ def test_hugging_face_model_matches_output_to_output(tmp_path, hf_models):
     torch.testing.assert_close(qkv, torch.cat([attention.query.weight, attention.key.weight, attention.value.weight]))
     hows = {r["source"]: (r["target"], r["how"]) for r in report_of(tmp_path / "out")["keys"]}
     assert hows["encoder.layer.1.attention.attention.q_bias"] == ("blocks.1.attn.q_bias", "renamed")  # as hub files name it
+    with pytest.raises(CheckpointError, match="without their config.json"):  # its epsilon and heads are there
+        run_import("videomae", tmp_path / "hf" / "model.safetensors", tmp_path / "out2")
 
 
 def test_hugging_face_classifier_bin_gives_its_own_pooled_feature(tmp_path, hf_models):

@@ -102,17 +102,20 @@ def convert(source: Path, options: VideoMAEImportOptions) -> BackboneImport:
     report.layout = layout + (f" (prefix {removed + root!r})" if removed + root else "")
     mapped = map_keys(state, root, LAYOUTS[layout][1], str(source))
 
+    if layout == "Hugging Face" and hf_config is None:
+        raise CheckpointError(f"{source}: Hugging Face weights without their config.json; import the model directory")
+
     keep_fc_norm = options.fc_norm if options.fc_norm is not None else layout != "OpenTAD"
     weights: dict[str, Tensor] = {}
     parts: dict[str, dict[int, Tensor]] = {}
-    table = None
+    table_key = None
     for key, (target, how) in mapped.items():
         if target is not None and target.startswith("fc_norm.") and not keep_fc_norm:
             target, how = None, "not imported: fc_norm dropped (" + (
                 "--no-fc-norm)" if options.fc_norm is False else "OpenTAD and PBD pool without it; --fc-norm keeps it)")
         if target == "pos_embed":
-            table = state[key].reshape(-1, state[key].shape[-1])
-            continue  # reported once its kind is known
+            table_key = key  # reported once its kind is known
+            continue
         if target is not None and "#" in target:
             base, slot = target.split("#")
             parts.setdefault(base, {})[int(slot)] = state[key]
@@ -122,9 +125,10 @@ def convert(source: Path, options: VideoMAEImportOptions) -> BackboneImport:
         report.map(removed + key, target, how)
     weights.update(_join_parts(parts, str(source)))
 
+    table = state[table_key].reshape(-1, state[table_key].shape[-1]) if table_key is not None else None
     config = _config(weights, table, hf_config, options, str(source))
     if table is not None:
-        weights.update(_positions(table, config, removed + next(k for k, (t, _) in mapped.items() if t == "pos_embed"), report))
+        weights.update(_positions(table, config, removed + table_key, report))
     report.notes.append(f"architecture: {json.dumps(config.model_dump(mode='json'))}")
     return BackboneImport(config, weights, report)
 
@@ -209,7 +213,9 @@ def _config(weights: dict[str, Tensor], table: Tensor | None, hf_config: dict | 
     num_frames = first("num_frames", 16)
     steps = num_frames // tubelet
     img_size = first("img_size", _table_grid(table, steps, source) * patch if table is not None else 224)
-    eps = {"norm_eps": hf_config.get("layer_norm_eps", 1e-12), "fc_norm_eps": 1e-5} if hf_config is not None else {}
+    eps = {}
+    if hf_config is not None:  # its blocks and `layernorm` take the config's epsilon, its `fc_norm` PyTorch's default
+        eps = {"norm_eps": hf_config.get("layer_norm_eps", 1e-12)} | ({"fc_norm_eps": 1e-5} if "fc_norm" in norms else {})
     try:
         return VideoMAEConfig(
             depth=len(blocks), dim=dim, num_heads=num_heads, mlp_ratio=found["mlp_ratio"], patch_size=patch,
