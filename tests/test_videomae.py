@@ -55,6 +55,12 @@ def test_sinusoid_table_is_the_standard_one():
     table = sinusoid_position_table(4, 6)
     assert table[0, 0::2].abs().max() == 0 and torch.all(table[0, 1::2] == 1)
     assert table[3, 2].item() == pytest.approx(torch.sin(torch.tensor(3 / 10000 ** (2 / 6))).item(), abs=1e-6)
+    # MCG-NJU's (and Hugging Face's) numpy formula at VideoMAE-S's 224-px size, in float64 throughout
+    import numpy as np
+    positions, channels = np.arange(1568)[:, None], np.arange(384)[None, :]
+    angles = positions / np.power(10000, 2 * (channels // 2) / 384)
+    reference = np.where(channels % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+    assert np.abs(sinusoid_position_table(1568, 384).numpy() - reference).max() < 1e-6
 
 
 def test_width_overrides_rebuild_a_pruned_block():

@@ -132,8 +132,8 @@ VIDEOMAE_PRESETS: dict[str, dict[str, Any]] = {
 def sinusoid_position_table(num_positions: int, dim: int) -> Tensor:
     """The fixed sine/cosine table of "Attention is all you need", as VideoMAE uses it."""
     position = torch.arange(num_positions, dtype=torch.float64)[:, None]
-    exponent = 2 * (torch.arange(dim) // 2) / dim
-    angles = position / torch.pow(10000.0, exponent.to(torch.float64))[None, :]
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim  # in float64, as the references compute it
+    angles = position / torch.pow(10000.0, exponent)[None, :]
     table = torch.empty_like(angles)
     table[:, 0::2] = torch.sin(angles[:, 0::2])
     table[:, 1::2] = torch.cos(angles[:, 1::2])
