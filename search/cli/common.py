@@ -31,7 +31,7 @@ def user_input_errors() -> Iterator[None]:
     like any other usage error; a traceback is for bugs."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         # Messages quote user text such as `[start_s, end_s]`, which rich would read as markup.
         errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None

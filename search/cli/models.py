@@ -13,6 +13,9 @@ from .common import console, parse_floats, print_metrics, user_input_errors
 def train(
     spec: Annotated[Path, typer.Argument(help="spec YAML with data, model and train sections")],
     out: Annotated[Path, typer.Option(help="model directory to write")],
+    init: Annotated[Optional[Path], typer.Option(
+        help="start from these weights: a backbone import (`tadprune import`) or a model directory; "
+             "its architecture must be the spec's")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Train the base model a spec describes; writes model.safetensors, config.yaml, metrics.json."""
@@ -20,7 +23,7 @@ def train(
     from tadmodels.training import train_and_save
 
     with user_input_errors():
-        metrics = train_and_save(load_any_spec(spec), out, show_progress=not quiet)
+        metrics = train_and_save(load_any_spec(spec), out, show_progress=not quiet, init=init)
     print_metrics(metrics)
     console.print(f"model written to {out}")
 

@@ -13,6 +13,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
+from ..checkpoints.backbone import BACKBONE_WEIGHTS, is_backbone_import, read_backbone_import
+from ..checkpoints.files import config_differences, load_strict
 from ..data.dataset import GridGeometry, TADDataset, collate
 from ..data.formats import Annotations, load_annotations
 from ..data.config import DataConfig
@@ -144,23 +146,50 @@ def save_model(model: TADModel, spec: ExperimentSpec, out: Path, metrics: dict |
 
 
 def load_model(directory: Path | str) -> tuple[TADModel, ExperimentSpec]:
-    """A model directory written by `save_model`: weights through safetensors, never pickle."""
+    """A model directory written by `save_model`: weights through safetensors, never pickle, every
+    key of the model and of the file matched."""
     directory = Path(directory)
+    if is_backbone_import(directory):
+        raise ValueError(f"{directory}: a backbone import, not a model; train a detector on it first: "
+                         f"`tadprune train SPEC --init {directory}`")
     config_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
     for path in (config_path, weights_path):
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; expected a model directory written by `tadprune train`")
     spec = load_spec(config_path)
     model = TADModel(spec.model)
-    state = load_file(str(weights_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights_path}: does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_strict(model, load_file(str(weights_path)), f"{weights_path} (against {config_path})")
     return model.eval(), spec
 
 
-def train_and_save(spec: ExperimentSpec, out: Path, show_progress: bool = True) -> dict:
-    experiment = Experiment.from_spec(spec)
+def initial_model(spec: ExperimentSpec, init: Path) -> TADModel:
+    """The spec's model with the weights of `init`: a backbone import (its backbone; the detector
+    starts fresh from `train.seed`) or a model directory (everything). The architectures must be
+    equal; the fields that differ are named."""
+    init = Path(init)
+    if is_backbone_import(init):
+        config, state = read_backbone_import(init)
+        if spec.model.backbone is None:
+            raise ValueError(f"--init {init}: a backbone import, but the spec's model runs on features (model.input_dim)")
+        _refuse_differences(init, "model.backbone", config_differences(spec.model.backbone, config))
+        seed_everything(spec.train.seed)
+        model = TADModel(spec.model)
+        load_strict(model.backbone, state, str(init / BACKBONE_WEIGHTS))
+        return model
+    model, saved = load_model(init)
+    _refuse_differences(init, "model", config_differences(spec.model, saved.model))
+    return model
+
+
+def _refuse_differences(init: Path, section: str, differences: list[str]) -> None:
+    if differences:
+        raise ValueError(f"--init {init}: its architecture differs from the spec's {section} "
+                         "(spec -> init): " + "; ".join(differences))
+
+
+def train_and_save(spec: ExperimentSpec, out: Path, show_progress: bool = True, init: Path | None = None) -> dict:
+    """Train the spec's model (from the weights of `init`, see `initial_model`), evaluate it, save it."""
+    experiment = Experiment.from_spec(spec, initial_model(spec, init) if init is not None else None)
     model = train(experiment, show_progress)
     metrics = experiment.evaluate(model)
     save_model(model, spec, out, metrics)
