@@ -55,14 +55,26 @@ def test_a_bad_spec_names_the_field_and_exits_2(tiny_setting, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+FAST_TIMING = ("--min-repeats", "2", "--max-repeats", "3", "--warmup", "1", "--threads", "1")
+
+
 def test_profile_with_blocks_dropped_costs_less(tiny_setting):
     base_dir = yaml.safe_load(tiny_setting.read_text())["base_model"]
-    full = run("profile", base_dir, "--json", "--repeats", "2", "--threads", "1")
-    dropped = run("profile", base_dir, "--json", "--repeats", "2", "--threads", "1", "--drop", "backbone.blocks.1")
+    full = run("profile", base_dir, "--json", *FAST_TIMING)
+    dropped = run("profile", base_dir, "--json", *FAST_TIMING, "--drop", "backbone.blocks.1")
     assert full.exit_code == 0 and dropped.exit_code == 0, full.output + dropped.output
     full, dropped = (json.loads(r.output.strip().splitlines()[-1]) for r in (full, dropped))
     assert dropped["macs"] < full["macs"] and dropped["params"] < full["params"]
-    assert {"median_ms", "iqr_ms", "device", "dtype", "input_shape", "torch_version"} <= set(full["latency"])
+    assert {"median_ms", "min_ms", "iqr_ms", "repeats", "unstable", "stopped_by", "stop_rule", "device", "dtype",
+            "compile", "input_shape", "load_avg_1m", "torch_version"} <= set(full["latency"])
+    assert full["latency"]["min_ms"] <= full["latency"]["median_ms"] and 2 <= full["latency"]["repeats"] <= 3
+
+
+def test_profile_refuses_bad_timing_settings_by_name(tiny_setting):
+    base_dir = yaml.safe_load(tiny_setting.read_text())["base_model"]
+    result = run("profile", base_dir, "--dtype", "float8", "--min-repeats", "9", "--max-repeats", "3")
+    assert result.exit_code == 2
+    assert "dtype" in result.output and "float16" in result.output
 
 
 def test_profile_refuses_an_unknown_block(tiny_setting):

@@ -55,18 +55,22 @@ def profile(
     drop: Annotated[str, typer.Option(help="comma-separated droppable block names to remove first")] = "",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     positions: Annotated[Optional[int], typer.Option(help="grid positions of the input; default data.max_seq_len")] = None,
-    repeats: Annotated[int, typer.Option(min=1)] = 20,
+    dtype: Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16; default: the spec's eval.latency")] = None,
+    compiled: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model")] = None,
+    batch: Annotated[Optional[int], typer.Option(min=1, help="videos per forward")] = None,
+    warmup: Annotated[Optional[int], typer.Option(min=0, help="untimed runs first")] = None,
+    min_repeats: Annotated[Optional[int], typer.Option(help="timed rounds before the spread is judged")] = None,
+    max_repeats: Annotated[Optional[int], typer.Option(help="timed rounds at most")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """MACs, parameters and measured latency of a model, optionally with blocks dropped."""
-    from rich.table import Table
-
     from search.spec import load_any_spec
     from tadmodels.models import TADModel
-    from tadmodels.profile import profile_model
     from tadmodels.training import load_model
 
+    options = {"dtype": dtype, "compile": compiled, "batch": batch, "warmup": warmup, "min_repeats": min_repeats,
+               "max_repeats": max_repeats}
     with user_input_errors():
         if target.is_dir():
             model, spec = load_model(target)
@@ -76,14 +80,47 @@ def profile(
         names = [n.strip() for n in drop.split(",") if n.strip()]
         if names:
             model = model.without_blocks(names)
-        result = profile_model(model, positions or spec.eval.profile_positions or spec.data.max_seq_len,
-                               device=device, repeats=repeats, threads=threads)
+        config = _timing_config(spec.eval.latency, options)
+        _print_profile(model, positions or spec.eval.profile_positions or spec.data.max_seq_len, device, config,
+                       threads, as_json)
+
+
+def _timing_config(defaults, options: dict):
+    """The spec's `eval.latency` with the options given on the command line; bad values named by option."""
+    from pydantic import ValidationError
+
+    from tadmodels.profile import TimingConfig
+
+    try:
+        return TimingConfig.model_validate({**defaults.model_dump(), **{k: v for k, v in options.items() if v is not None}})
+    except ValidationError as error:
+        problems = [f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+                    for e in error.errors()]
+        raise ValueError("; ".join(problems)) from None
+
+
+def _print_profile(model, positions: int, device: str, config, threads: int | None, as_json: bool) -> None:
+    from rich.table import Table
+
+    from tadmodels.profile import profile_model
+
+    result = profile_model(model, positions, device=device, config=config, threads=threads)
     if as_json:
         print(json.dumps(result.to_json()))
         return
     latency = result.latency
-    table = Table("MACs (G)", "params (M)", "latency ms (median)", "IQR ms", "device", "input")
+    table = Table("MACs (G)", "params (M)", "latency ms (median)", "min ms", "IQR ms", "device", "input")
     table.add_row(f"{result.macs / 1e9:.3f}", f"{result.params / 1e6:.3f}", f"{latency.median_ms:.2f}",
-                  f"{latency.iqr_ms:.2f}", latency.device, "x".join(map(str, latency.input_shape)))
+                  f"{latency.min_ms:.2f}", f"{latency.iqr_ms:.2f}", latency.device, "x".join(map(str, latency.input_shape)))
     console.print(table)
+    console.print(_timing_note(latency))
     console.print(f"droppable blocks: {', '.join(model.droppable_blocks())}")
+
+
+def _timing_note(latency) -> str:
+    load = "unknown" if latency.load_avg_1m is None else f"{latency.load_avg_1m:.2f}"
+    rule = latency.stop_rule
+    return (f"{latency.device}, {latency.dtype}{', compiled' if latency.compile else ''}, input "
+            f"{'x'.join(map(str, latency.input_shape))}: {latency.repeats} rounds after {latency.warmup} warm-up runs, "
+            f"stopped by {latency.stopped_by} (IQR/median <= {rule['stable_iqr']:g}, {rule['min_repeats']} to "
+            f"{rule['max_repeats']} rounds, {rule['max_time_s']:g} s at most); load average {load}")
