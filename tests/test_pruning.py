@@ -92,9 +92,18 @@ def test_compress_greedy_then_reproduce_from_its_schedule(tiny_setting, tmp_path
     out = tmp_path / "greedy"
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.yaml", "schedule.json", "metrics.json"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"average_mAP", "per_tiou", "latency_ms", "macs", "params", "droppable_blocks", "steps"} <= set(metrics)
+    assert {"average_mAP", "per_tiou", "latency_ms", "macs", "params", "droppable_blocks", "steps", "speedup",
+            "baseline_latency"} <= set(metrics)
     step = metrics["steps"][0]
     assert step["action"] == "drop" and step["block"] in load_model(base_dir)[0].droppable_blocks()
+    # The base and the result timed side by side: the speed-up is the median of per-round ratios.
+    speedup, rounds = metrics["speedup"], metrics["latency"]["repeats"]
+    assert speedup["q1"] <= speedup["median"] <= speedup["q3"] and speedup["rounds"] == rounds
+    assert metrics["baseline_latency"]["repeats"] == rounds
+    assert step["latency_ms"] == metrics["latency_ms"] and step["speedup"] == speedup  # one measurement, not two
+    assert step["selection"]["chosen"] == step["block"] and set(step["selection"]["scores"]) == set(
+        load_model(base_dir)[0].droppable_blocks())
+    assert "speed-up over the base model" in result.output
     schedule = load_schedule(out / "schedule.json")
     assert schedule.drops == [step["block"]]
     again = run("compress", "--model", base_dir, "--out", tmp_path / "again", "--schedule", out / "schedule.json", "--quiet")
