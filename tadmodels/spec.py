@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .data.config import DataConfig
 from .evaluation import THUMOS14_TIOUS
 from .models import ModelConfig
+from .profile.latency import TimingConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_HELP = ("fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler) where the work runs on CUDA; "
@@ -48,7 +49,20 @@ class EvalConfig(BaseModel):
     tious: list[float] = Field(default_factory=lambda: list(THUMOS14_TIOUS))
     profile_positions: int | None = Field(default=None, ge=1,
                                           description="grid positions of the latency input; None: data.max_seq_len")
-    latency_repeats: int = Field(default=20, ge=1)
+    latency: TimingConfig = Field(default_factory=TimingConfig, description="how `train` and `compress` time models")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_repeats_of_older_specs(cls, data):
+        """Model directories written before adaptive timing say `latency_repeats: N`: N fixed rounds
+        (at least the 2 a spread needs)."""
+        if isinstance(data, dict) and "latency_repeats" in data:
+            data = dict(data)
+            rounds = data.pop("latency_repeats")
+            if isinstance(rounds, int):
+                rounds = max(rounds, 2)
+            data["latency"] = {**data.get("latency", {}), "min_repeats": rounds, "max_repeats": rounds}
+        return data
 
 
 class ExperimentSpec(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, print_metrics, user_input_errors
+from .common import console, format_speedup, print_metrics, user_input_errors
 
 
 def compress(
@@ -51,10 +51,18 @@ def compress(
                                  greedy_blocks=blocks if greedy else None, show_progress=not quiet)
     save_model(result.model, spec, out, result.metrics)
     result.schedule.save(out / "schedule.json")
-    table = Table("step", "action", "block", "mAP before align", "mAP after align", "GMACs", "latency ms")
+    table = Table("step", "action", "block", "mAP before align", "mAP after align", "GMACs", "latency ms", "speed-up")
     for step in result.steps:
+        flag = "*" if step.speedup["unstable"] else ""
         table.add_row(str(step.step), step.action, step.block or "-", f"{100 * step.map_before_alignment:.2f}",
-                      f"{100 * step.map_after_alignment:.2f}", f"{step.macs / 1e9:.3f}", f"{step.latency_ms:.2f}")
+                      f"{100 * step.map_after_alignment:.2f}", f"{step.macs / 1e9:.3f}", f"{step.latency_ms:.2f}",
+                      f"{step.speedup['median']:.2f}x{flag}")
     console.print(table)
+    if any(step.speedup["unstable"] for step in result.steps):
+        console.print("* unstable: the per-round ratios to the base model spread wider than eval.latency.stable_iqr")
     print_metrics(result.metrics)
+    base_ms = result.metrics["baseline_latency"]["median_ms"]
+    console.print(f"speed-up over the base model: {format_speedup(result.metrics['speedup'])}, "
+                  f"{result.metrics['latency_ms']:.2f} ms against {base_ms:.2f} ms, "
+                  f"timed side by side in {result.metrics['speedup']['rounds']} interleaved rounds")
     console.print(f"compressed model and schedule written to {out}")

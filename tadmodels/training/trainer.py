@@ -88,20 +88,22 @@ class Experiment:
                           collate_fn=partial(collate, geometry=dataset.geometry, frames=frames,
                                              min_length=self.spec.data.max_seq_len))
 
-    def evaluate(self, model: TADModel | None = None, profile: bool = True) -> dict:
+    def evaluate(self, model: TADModel | None = None, profile: bool = True, baseline: TADModel | None = None) -> dict:
         """mAP on the test subset and, with `profile`, MACs, parameters and latency of one
-        `profile_positions` window."""
+        `profile_positions` window, timed as `eval.latency` says. With `baseline`, the two are
+        timed side by side in the same rounds and the result adds `speedup` (the median of
+        per-round ratios, with its quartiles) and `baseline_latency`."""
         model = model if model is not None else self.model
         result = evaluate_model(model, self.dataset(self.spec.data.test_subset), self.spec.eval.tious)
         scores = {"average_mAP": result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
         if not profile:
             return scores
         positions = self.spec.eval.profile_positions or self.spec.data.max_seq_len
-        profile = profile_model(model, positions, device=self.spec.train.device, repeats=self.spec.eval.latency_repeats,
-                                threads=self.spec.train.threads)
+        profile = profile_model(model, positions, device=self.spec.train.device, config=self.spec.eval.latency,
+                                threads=self.spec.train.threads, baseline=baseline)
+        figures = profile.to_json()
         return {
-            **scores, "latency_ms": profile.latency.median_ms, "latency": profile.latency.to_json(),
-            "macs": profile.macs, "params": profile.params, "droppable_blocks": model.droppable_blocks(),
+            **scores, "latency_ms": profile.latency.median_ms, **figures, "droppable_blocks": model.droppable_blocks(),
             "dropped_blocks": list(model.architecture.dropped), "fingerprint": model.fingerprint(),
         }
 
