@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from tadmodels.models import DetectorOutput, TADModel
 from tadmodels.models.actionformer.losses import diou_loss_1d
+from tadmodels.presets import fill_from_preset
 from tadmodels.spec import PRECISION_HELP, Precision, added_field
 from tadmodels.training import Experiment
 from tadmodels.training.loop import fit
@@ -68,12 +69,7 @@ class AlignmentConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in ALIGNMENT_PRESETS:
-                raise ValueError(f"preset: unknown {name!r}, expected one of {sorted(ALIGNMENT_PRESETS)}")
-            data = {**ALIGNMENT_PRESETS[name], **data}
-        return data
+        return fill_from_preset(data, ALIGNMENT_PRESETS)
 
 
 def compressed_part(model: TADModel) -> str:

@@ -49,8 +49,7 @@ def test_output_is_one_feature_per_frame_pair():
 
 
 def test_preset_fills_config_and_unknown_preset_is_refused():
-    assert BLVNetConfig(preset="blvnet-tam-50") == BLVNET_PRESETS["blvnet-tam-50"].model_copy(
-        update={"preset": "blvnet-tam-50"})
+    assert BLVNetConfig(preset="blvnet-tam-50") == BLVNetConfig(**BLVNET_PRESETS["blvnet-tam-50"], preset="blvnet-tam-50")
     assert BLVNetConfig(preset="tiny", img_size=64).img_size == 64
     with pytest.raises(ValueError, match="unknown 'nope'"):
         BLVNetConfig(preset="nope")
@@ -58,7 +57,7 @@ def test_preset_fills_config_and_unknown_preset_is_refused():
 
 def test_blvnet_tam_50_matches_the_paper_cost():
     with torch.device("meta"):
-        model = BLVNetTAM(BLVNET_PRESETS["blvnet-tam-50"])
+        model = BLVNetTAM(BLVNetConfig(preset="blvnet-tam-50"))
         clip = torch.empty(1, 3, 16, 224, 224)
     with FlopCounterMode(display=False) as counter:
         out = model(clip)

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from torch import Tensor, nn
 
+from ..presets import fill_from_preset
+
 
 class VideoMAEConfig(BaseModel):
     """Architecture of a VideoMAE-style backbone; `preset` fills the fields not given.
@@ -64,12 +66,7 @@ class VideoMAEConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in VIDEOMAE_PRESETS:
-                raise ValueError(f"preset: unknown {name!r}, expected one of {sorted(VIDEOMAE_PRESETS)}")
-            data = {**VIDEOMAE_PRESETS[name], **data}
-        return data
+        return fill_from_preset(data, VIDEOMAE_PRESETS)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "VideoMAEConfig":
