@@ -47,12 +47,15 @@ CASES = {
         "labels": [[0, 1, 2, 1, 2], [2, 0]],
         "variants": {"default": {}, "hard": {"nms_method": "hard"}},
     },
+    # ActivityNet-like: global attention at the top, absolute positions (a table of 24 stretched to 48
+    # in eval), class-agnostic NMS with voting.
     "fpn_global": {
         "sections": {
-            "dataset": {"input_dim": 10, "num_classes": 4, "max_seq_len": 48},
+            "dataset": {"input_dim": 10, "num_classes": 4, "max_seq_len": 24},  # positions stretched to 48
             "model": {"embd_dim": 16, "fpn_dim": 16, "head_dim": 16, "n_head": 2, "backbone_arch": (2, 1, 2),
                       "n_mha_win_size": [7, 7, -1], "fpn_type": "fpn", "fpn_start_level": 1,
-                      "embd_with_ln": False, "head_with_ln": False, "regression_range": [(0, 8), (8, 10000)]},
+                      "embd_with_ln": False, "head_with_ln": False, "regression_range": [(0, 8), (8, 10000)],
+                      "use_abs_pe": True},
             "train_cfg": {"center_sample": "none", "label_smoothing": 0.1, "loss_weight": -1, "init_loss_norm": 50,
                           "droppath": 0.0, "head_empty_cls": [3]},
             "test_cfg": {"multiclass_nms": False, "voting_thresh": 0.75, "nms_sigma": 0.75, "max_seg_num": 30,

@@ -128,6 +128,19 @@ def test_a_dropped_branch_block_leaves_its_max_pooled_shortcut():
     torch.testing.assert_close(fewer[2], features[2])
 
 
+def test_absolute_positions_are_sliced_in_training_and_stretched_in_eval_past_the_table():
+    detector = small_detector(use_abs_pe=True, max_seq_len=64)
+    table = detector.backbone.pos_embd
+    assert table.shape == (1, 32, 64) and not any(k.endswith("pos_embd") for k in detector.state_dict())
+    torch.testing.assert_close(table[0, 2:4, 5], torch.tensor([math.sin(5 / 10000 ** (2 / 32)),
+                                                               math.cos(5 / 10000 ** (2 / 32))]) / math.sqrt(32))
+    assert torch.equal(detector.backbone._positions(32), table[:, :, :32])
+    detector.eval()
+    assert detector.backbone._positions(128).shape == (1, 32, 128)
+    with pytest.raises(ValueError, match="exceeds the position table's 64"):
+        detector.train().backbone._positions(128)
+
+
 def test_loss_normaliser_is_an_ema_of_positives_updated_in_training_only():
     detector = small_detector()
     x, mask = torch.randn(1, 16, 64), torch.ones(1, 64, dtype=torch.bool)

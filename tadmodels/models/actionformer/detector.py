@@ -73,6 +73,8 @@ class DetectorConfig(BaseModel):
     head_kernel: int = Field(default=3, ge=1)
     head_with_ln: bool = True
     regression_range: list[tuple[float, float]] = Field(default_factory=lambda: list(RELEASE_REGRESSION_RANGES))
+    use_abs_pe: bool = Field(default=False, description="add a fixed sinusoid position table after the embedding")
+    max_seq_len: int = Field(default=2304, ge=1, description="length of that table (the release's max_seq_len)")
     mlp_hidden: dict[str, int] = Field(default_factory=dict)
     train: DetectorTrainConfig = DetectorTrainConfig()
     test: InferenceConfig = InferenceConfig()
@@ -146,7 +148,8 @@ class ActionFormer(nn.Module):
         train = config.train
         self.backbone = ConvTransformerBackbone(in_dim, config.dim, config.num_heads, config.arch, config.windows(),
                                                 config.scale_factor, config.embed_kernel, config.embed_with_ln,
-                                                train.dropout, train.droppath, config.mlp_hidden)
+                                                train.dropout, train.droppath, config.mlp_hidden,
+                                                config.max_seq_len if config.use_abs_pe else None)
         if config.fpn == "identity":
             self.neck = FPNIdentity(config.levels, fpn_dim, config.fpn_start_level, config.fpn_with_ln)
         else:
