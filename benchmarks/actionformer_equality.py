@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import markdown_table
-from benchmarks.release_reference import (
+from common import markdown_table
+from release_reference import (
     build_release_model,
     detector_config,
     load_release,

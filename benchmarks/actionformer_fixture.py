@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.release_reference import (
+from release_reference import (
     build_release_model,
     detector_config,
     load_release,
