@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from tadmodels.models import DetectorOutput, TADModel
+from tadmodels.models.actionformer.blocks import ChannelLayerNorm
 from tadmodels.models.actionformer.losses import diou_loss_1d
 from tadmodels.presets import fill_from_preset
 from tadmodels.spec import PRECISION_HELP, Precision, added_field
@@ -80,7 +81,7 @@ def compressed_part(model: TADModel) -> str:
 def lora_targets(model: TADModel) -> str:
     """Regex (peft matches it against full module names) of the layers that get adapters."""
     if model.backbone is None:
-        return r"detector\.pyramid\.levels\.\d+\.blocks\.\d+\.attn\.(qkv|proj)"
+        return r"detector\.backbone\.(stem|branch)\.\d+\.attn\.(query|key|value|proj)"
     if model.architecture.backbone.type == "videomae":
         return r"backbone\.blocks\.\d+\.attn\.(qkv|proj)"
     return r"backbone\.stages\.\d+\.(big|little|fusion|blocks)\.\d+\.conv[123]"
@@ -94,8 +95,8 @@ def block_width(model: TADModel) -> int:
     return model.architecture.backbone.base_width
 
 
-_NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
-_EMBEDDINGS = re.compile(r"^backbone\.(patch_embed|stem)\b|^detector\.pyramid\.embed\b")
+_NORMS = (nn.LayerNorm, ChannelLayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+_EMBEDDINGS = re.compile(r"^backbone\.(patch_embed|stem)\b|^detector\.backbone\.embd\b")
 
 
 def add_adapters(model: TADModel, config: AlignmentConfig) -> LoraModel:
@@ -127,10 +128,12 @@ def set_trainable(model: TADModel, config: AlignmentConfig) -> None:
 
 @contextmanager
 def capture_block_outputs(model: TADModel, names: list[str]) -> Iterator[dict[str, Tensor]]:
-    """Record the output of each named block on every forward while the context is open."""
+    """Record the output features of each named block on every forward while the context is open
+    (the detector's blocks return features and mask)."""
     outputs: dict[str, Tensor] = {}
     handles = [model.get_submodule(name).register_forward_hook(
-        lambda _m, _i, out, name=name: outputs.__setitem__(name, out)) for name in names]
+        lambda _m, _i, out, name=name: outputs.__setitem__(name, out[0] if isinstance(out, tuple) else out))
+        for name in names]
     try:
         yield outputs
     finally:

@@ -6,7 +6,7 @@ channel pruning compose. What shrinks, per block type:
 
 - VideoMAE block: the MLP hidden width (fc1 out, fc2 in) and whole attention heads (qkv out for
   q, k and v, q_bias, v_bias, proj in); the head width stays.
-- ActionFormer pyramid block (feature mode): the MLP hidden width (the 1x1 Conv1d pair). Its local
+- ActionFormer backbone block (feature mode): the MLP hidden width (the 1x1 Conv1d pair). Its local
   attention keeps all heads.
 - bLVNet-TAM bottleneck: the inner width (conv1 out, bn1, conv2 in and out, bn2, conv3 in). The
   last stage's TAM acts on the block input, which keeps its width.
@@ -223,7 +223,7 @@ def _block_widths(model: TADModel, names: list[str]) -> dict[tuple[str, str], in
     """The named blocks' prunable widths, read from the modules, by (config field, key in that field).
 
     The config is the backbone's end to end and the detector's in feature mode; keys are block names
-    relative to the backbone (VideoMAE: the block index) or the pyramid.
+    relative to the backbone (VideoMAE: the block index) or the detector's backbone (`stem.0`).
     """
     widths: dict[tuple[str, str], int] = {}
     for name in names:
@@ -233,7 +233,7 @@ def _block_widths(model: TADModel, names: list[str]) -> dict[tuple[str, str], in
             widths[("mlp_hidden", key)] = block.mlp.fc1.out_features
             widths[("heads", key)] = block.attn.num_heads
         elif isinstance(block, TransformerBlock):
-            widths[("mlp_hidden", name.removeprefix("detector.pyramid."))] = block.mlp[0].out_channels
+            widths[("mlp_hidden", name.removeprefix("detector.backbone."))] = block.mlp[0].out_channels
         elif isinstance(block, Bottleneck):
             widths[("inner_widths", name.removeprefix("backbone."))] = block.conv1.out_channels
         else:

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from tadmodels.data.dataset import TADDataset
 from tadmodels.inference import Results, score_results, single_batch, to_results
@@ -143,7 +143,7 @@ def score_by_block_change(model: TADModel, dataset: TADDataset, config: Selectio
         batch = single_batch(model, dataset, dataset[index]).to(model.device)
         pairs: dict[str, tuple[Tensor, Tensor]] = {}
         handles = [model.get_submodule(name).register_forward_hook(
-            lambda _m, args, out, name=name: pairs.__setitem__(name, (args[0], out))) for name in names]
+            lambda module, args, out, name=name: pairs.__setitem__(name, block_io(module, args, out))) for name in names]
         try:
             model(batch.inputs, batch.mask)
         finally:
@@ -152,6 +152,14 @@ def score_by_block_change(model: TADModel, dataset: TADDataset, config: Selectio
         for name, (block_in, block_out) in pairs.items():
             totals[name] += block_change(block_in, block_out, config.criterion, channel_dim) / count
     return Selection(config.criterion, totals, higher_is_better=False)
+
+
+def block_io(block: nn.Module, args: tuple, out) -> tuple[Tensor, Tensor]:
+    """A block's input as dropping the block would pass it on, and its output. The detector's blocks
+    take and return (features, mask) and may downsample: their input goes through their shortcut."""
+    if isinstance(out, tuple):
+        return block.shortcut(*args)[0], out[0]
+    return args[0], out
 
 
 def block_change(block_in: Tensor, block_out: Tensor, criterion: str, channel_dim: int) -> float:

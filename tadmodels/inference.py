@@ -27,8 +27,9 @@ def to_results(detections: Detections, sample: Sample, dataset: TADDataset) -> l
 
 
 @torch.inference_mode()
-def predict(model: TADModel, dataset: TADDataset, config: InferenceConfig = InferenceConfig()) -> Results:
-    """Whole videos, one at a time: `{video_id: [{"label", "score", "segment"}]}`."""
+def predict(model: TADModel, dataset: TADDataset, config: InferenceConfig | None = None) -> Results:
+    """Whole videos, one at a time: `{video_id: [{"label", "score", "segment"}]}`. `config`
+    defaults to the detector's own test settings."""
     model.eval()
     results: Results = {}
     for index in range(len(dataset)):
@@ -51,5 +52,5 @@ def score_results(dataset: TADDataset, results: Results, tious: list[float]) -> 
 
 
 def evaluate_model(model: TADModel, dataset: TADDataset, tious: list[float],
-                   config: InferenceConfig = InferenceConfig()) -> MapResult:
+                   config: InferenceConfig | None = None) -> MapResult:
     return score_results(dataset, predict(model, dataset, config), tious)

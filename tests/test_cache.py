@@ -7,7 +7,8 @@ from search.cache import DeviceLock, PrefixCache, latency_cache, result_cache
 from tadmodels.models import ModelConfig, TADModel
 
 TINY = {"backbone": {"type": "videomae", "preset": "tiny", "depth": 3, "dim": 32, "num_heads": 2},
-        "detector": {"num_classes": 2, "dim": 32, "num_heads": 2, "levels": 3}}
+        "detector": {"num_classes": 2, "dim": 32, "num_heads": 2, "arch": [2, 2, 2],
+                     "regression_range": [[0, 4], [4, 8], [8, 10000]]}}
 
 
 def test_prefix_cache_returns_the_longest_prefix_for_the_same_settings(tmp_path):

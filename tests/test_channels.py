@@ -132,19 +132,19 @@ def test_the_lowest_l2_heads_and_channels_go():
 
 def test_detector_blocks_lose_mlp_channels_in_feature_mode():
     model = features_model()
-    pruned = prune_channels(model, {"detector.pyramid.levels.0.blocks.1": 0.5})
-    block = shapes(pruned, "detector.pyramid.levels.0.blocks.1.")
-    assert block["mlp.0.weight"] == (64, 32, 1) and block["mlp.2.weight"] == (32, 64, 1)
-    assert block["attn.qkv.weight"] == (96, 32, 1)  # the detector's attention keeps its heads
-    assert pruned.architecture.detector.mlp_hidden == {"levels.0.blocks.1": 64}
+    pruned = prune_channels(model, {"detector.backbone.branch.1": 0.5})
+    block = shapes(pruned, "detector.backbone.branch.1.")
+    assert block["mlp.0.weight"] == (64, 32, 1) and block["mlp.3.weight"] == (32, 64, 1)
+    assert block["attn.query.weight"] == (32, 32, 1)  # the detector's attention keeps its heads
+    assert pruned.architecture.detector.mlp_hidden == {"branch.1": 64}
     assert pruned.detector.config == pruned.architecture.detector
     inputs, mask = dummy_input(model, 32)
     assert count_macs(lambda: pruned(inputs, mask)) < count_macs(lambda: model(inputs, mask))
 
 
 def test_detector_config_refuses_widths_for_unknown_blocks():
-    with pytest.raises(ValueError, match=r"levels\.0\.blocks\.5"):
-        DetectorConfig(**DETECTOR, mlp_hidden={"levels.0.blocks.5": 8})
+    with pytest.raises(ValueError, match=r"stem\.5"):
+        DetectorConfig(**DETECTOR, mlp_hidden={"stem.5": 8})
 
 
 def test_blvnet_bottleneck_loses_inner_channels():
@@ -170,7 +170,7 @@ def test_blvnet_last_stage_keeps_its_tam_on_the_block_input():
     ({"backbone.blocks.1": -0.1}, "backbone.blocks.1"),
     ({"*": 1.5}, "*"),
     ({"backbone.blocks.7": 0.5}, "backbone.blocks.7"),
-    ({"detector.pyramid.levels.0.blocks.0": 0.5}, "detector.pyramid.levels.0.blocks.0"),
+    ({"detector.backbone.stem.0": 0.5}, "detector.backbone.stem.0"),
 ])
 def test_bad_ratios_and_names_are_refused_by_name(ratios, name):
     with pytest.raises(ValueError, match=re.escape(repr(name))):

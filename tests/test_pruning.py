@@ -136,3 +136,42 @@ def test_schedule_errors_name_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ScheduleError, match="s.json: not valid JSON"):
         load_schedule(path)
+
+
+@pytest.fixture(scope="module")
+def features_experiment(tmp_path_factory):
+    """The detector's own blocks as the droppable ones: a small detector on synthetic features."""
+    from tadmodels.data import generate
+    from tadmodels.spec import ExperimentSpec
+
+    root = generate("demo-features", tmp_path_factory.mktemp("features") / "data", max_videos=3)
+    spec = ExperimentSpec.model_validate({
+        "name": "features", "data": {"root": str(root), "kind": "features", "feature_stride": 1, "clip_length": 1,
+                                     "fps": 8.0, "max_seq_len": 64},
+        "model": {"input_dim": 64, "detector": {"num_classes": 4, "dim": 32, "num_heads": 2, "window": 9}},
+        "train": {"epochs": 1, "batch_size": 2, "lr": 1e-3, "warmup_epochs": 0}})
+    return Experiment.from_spec(spec)
+
+
+def test_a_detector_branch_block_changes_its_shortcut_not_its_input(features_experiment):
+    """A branch block halves the resolution: dropping it leaves the max-pooled input, so that is
+    what its change is measured against."""
+    dataset = features_experiment.dataset(features_experiment.spec.data.train_subset)
+    selection = select_block(features_experiment.model, dataset, SelectionConfig(criterion="mse"), [0.5])
+    assert set(selection.scores) == set(features_experiment.model.droppable_blocks())
+    assert all(score > 0 for score in selection.scores.values())
+
+
+def test_feature_mode_alignment_adapts_the_detector_attention(features_experiment):
+    base = features_experiment.model
+    student = base.without_blocks(["detector.backbone.branch.1"])
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    aligned = align(student, base, features_experiment, AlignmentConfig(epochs=1, lr=1e-2))
+    changed = {k for k in before if not torch.equal(before[k], aligned.state_dict()[k])}
+    assert set(aligned.state_dict()) == set(before)
+    assert {"detector.backbone.stem.0.attn.query.weight", "detector.backbone.branch.2.attn.proj.weight",
+            "detector.backbone.embd.0.conv.weight", "detector.backbone.stem.1.ln1.weight",
+            "detector.backbone.branch.0.attn.key_norm.bias"} <= changed
+    assert "detector.cls_head.norm.0.weight" in changed  # every norm of the detector trains
+    assert not {"detector.backbone.stem.0.mlp.0.weight", "detector.cls_head.cls_head.conv.weight",
+                "detector.backbone.stem.0.drop_path_attn.scale"} & changed

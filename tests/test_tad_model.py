@@ -32,7 +32,7 @@ def test_end_to_end_runs_backbone_per_chunk():
 
 def test_droppable_blocks_backbone_end_to_end_detector_on_features():
     assert frames_model().droppable_blocks() == [f"backbone.blocks.{i}" for i in range(4)]
-    assert features_model().droppable_blocks()[0] == "detector.pyramid.levels.0.blocks.0"
+    assert features_model().droppable_blocks()[0] == "detector.backbone.stem.0"
 
 
 def test_without_blocks_removes_modules_and_keeps_names():
@@ -68,7 +68,7 @@ def test_fingerprints_tell_weights_and_architecture_apart():
     a, b = frames_model(), frames_model()
     assert a.fingerprint() == b.fingerprint()
     with torch.no_grad():
-        b.detector.cls_head.out.conv.bias.add_(1)
+        b.detector.cls_head.cls_head.conv.bias.add_(1)
     assert a.fingerprint() != b.fingerprint()
     assert a.architecture_fingerprint() == b.architecture_fingerprint()
     assert a.architecture_fingerprint() != a.without_blocks(["backbone.blocks.0"]).architecture_fingerprint()
@@ -88,6 +88,14 @@ def test_compute_signature_ignores_which_identical_blocks_dropped():
     stage1, stage2 = (cnn.without_blocks([name]).compute_signature()
                    for name in ("backbone.stages.1.big.1", "backbone.stages.2.big.1"))
     assert stage1 != stage2
+
+
+def test_compute_signature_tells_detector_branch_levels_apart():
+    model = features_model()
+    stem0, stem1, branch0, branch3 = (model.without_blocks([f"detector.backbone.{name}"]).compute_signature()
+                                      for name in ("stem.0", "stem.1", "branch.0", "branch.3"))
+    assert stem0 == stem1  # identical blocks at one resolution
+    assert len({stem0, branch0, branch3}) == 3
 
 
 def test_feature_mode_runs_on_features():

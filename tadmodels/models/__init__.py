@@ -1,4 +1,4 @@
-"""TAD models: video backbones, the ActionFormer-style detector, and the model that joins them."""
+"""TAD models: video backbones, the ActionFormer detector, and the model that joins them."""
 from .actionformer import ActionFormer, DetectorConfig, DetectorOutput, Detections, InferenceConfig
 from .blvnet import BLVNET_PRESETS, BLVNetConfig, BLVNetTAM
 from .tad_model import ModelConfig, TADModel

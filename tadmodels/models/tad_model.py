@@ -118,11 +118,14 @@ class TADModel(nn.Module):
 
     def compute_signature(self) -> str:
         """Hash of what a forward pass computes, whatever its blocks are called: the architecture
-        without block names, plus every tensor's shape in module order. Dropping any k of a ViT's
-        identical blocks gives one signature, so one latency measurement serves all those models."""
+        without block names, plus every tensor's shape in module order, plus which of the detector's
+        branch blocks remain. Dropping any k of a ViT's identical blocks gives one signature, so one
+        latency measurement serves all those models."""
         config = _without_block_names(self.architecture.model_dump(mode="json"))
         shapes = [list(tensor.shape) for tensor in self.state_dict().values()]
-        return hashlib.sha256(json.dumps([config, shapes], sort_keys=True).encode()).hexdigest()[:16]
+        # The detector's branch blocks are alike in shape but each runs at its own resolution.
+        branch = list(self.detector.backbone.branch)
+        return hashlib.sha256(json.dumps([config, shapes, branch], sort_keys=True).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """Hash of architecture and weights (buffers included), stable across processes."""

@@ -42,13 +42,15 @@ def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the parameters that require grad, with no decay on biases and norm scales
-    (1-D parameters), as ActionFormer trains."""
+    """AdamW over the parameters that require grad, with no decay on biases, norm weights and
+    scales, as ActionFormer trains: on every parameter with fewer than two dimensions of size > 1
+    (the detector stores its norms and residual scales as [1, C, 1]). The multi-tensor update: the
+    detector has hundreds of small tensors."""
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
+    decay = [p for p in params if p.squeeze().ndim >= 2]
+    no_decay = [p for p in params if p.squeeze().ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, foreach=True)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

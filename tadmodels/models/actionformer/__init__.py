@@ -1,5 +1,6 @@
-"""ActionFormer-style detector, split as blocks / backbone / heads / losses / targets / post-processing."""
-from .detector import ActionFormer, DetectorConfig, DetectorOutput
+"""ActionFormer's detector, split as the release is: blocks / backbone / necks / heads / losses /
+targets / post-processing / detector."""
+from .detector import ActionFormer, DetectorConfig, DetectorOutput, DetectorTrainConfig
 from .postprocess import Detections, InferenceConfig
 
-__all__ = ["ActionFormer", "DetectorConfig", "DetectorOutput", "Detections", "InferenceConfig"]
+__all__ = ["ActionFormer", "DetectorConfig", "DetectorOutput", "DetectorTrainConfig", "Detections", "InferenceConfig"]

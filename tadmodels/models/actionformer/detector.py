@@ -1,56 +1,130 @@
-"""ActionFormer-style anchor-free detector: pyramid -> shared heads -> focal + DIoU losses -> Soft-NMS."""
+"""ActionFormer's detector as its release builds it (`LocPointTransformer`): convTransformer backbone
+-> identity or FPN neck -> shared conv heads -> focal + DIoU losses -> per-level top-k and Soft-NMS.
+
+The module tree has the release's parameter names and shapes, so a release state dict (without its
+`module.` prefix) loads as it is.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from .backbone import ConvTransformerPyramid
-from .heads import ClassificationHead, RegressionHead
+from .backbone import ConvTransformerBackbone
+from .heads import ClassificationHead, JoinedLevels, RegressionHead
 from .losses import diou_loss_1d, sigmoid_focal_loss
-from .postprocess import Detections, InferenceConfig, decode_candidates, soft_nms
-from .targets import DEFAULT_REGRESSION_RANGES, Points, assign_targets, make_points
+from .necks import FPN1D, FPNIdentity
+from .postprocess import Detections, InferenceConfig, batched_nms, level_candidates
+from .targets import Points, assign_targets, make_points
+
+# The release's regression ranges per level, in feature-grid positions.
+RELEASE_REGRESSION_RANGES: tuple[tuple[float, float], ...] = (
+    (0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 10000),
+)
+
+
+class DetectorTrainConfig(BaseModel):
+    """The release's `train_cfg` as far as the detector uses it; defaults are its THUMOS14 setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    center_sample: Literal["radius", "none"] = "radius"
+    center_sample_radius: float = Field(default=1.5, gt=0)
+    loss_weight: float = Field(default=1.0, description="weight of the regression loss; <= 0: balanced to the class loss")
+    cls_prior_prob: float = Field(default=0.01, ge=0, lt=1)
+    init_loss_norm: float = Field(default=100, gt=0, description="start of the EMA of the positive count")
+    head_empty_cls: list[int] = Field(default_factory=list, description="classes without training data")
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    droppath: float = Field(default=0.1, ge=0, lt=1, description="stochastic depth; > 0 adds per-channel residual scales")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
 
 
 class DetectorConfig(BaseModel):
-    """ActionFormer's architecture knobs; defaults are its THUMOS14 setting except the width.
+    """ActionFormer's architecture, training and test knobs, by the release's meaning; defaults are
+    its THUMOS14 I3D config (`configs/thumos_i3d.yaml` over `libs/core/config.py`).
 
-    `mlp_hidden` overrides the MLP hidden width of single pyramid blocks (keyed by their name
-    relative to the pyramid, `levels.{i}.blocks.{j}`) so that a channel-pruned model can be rebuilt.
+    `arch` is (embedding convs, stem blocks, branch blocks); the pyramid has `arch[2] + 1` levels,
+    of which the neck and heads use those from `fpn_start_level` on. `window` is the local attention
+    window, one for all levels or one per level; <= 1 means global attention there. `dim` is the
+    release's `embd_dim`; `fpn_dim` and `head_dim` default to it. `mlp_hidden` overrides the MLP
+    hidden width of single blocks (keyed `stem.{i}` / `branch.{i}`) so that a channel-pruned model
+    can be rebuilt.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     num_classes: int = Field(ge=1)
     dim: int = Field(default=512, ge=1)
+    fpn_dim: int | None = Field(default=None, ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
     num_heads: int = Field(default=4, ge=1)
-    window: int = Field(default=19, ge=1, description="local attention window, positions")
-    embed_layers: int = Field(default=2, ge=1)
-    stem_blocks: int = Field(default=2, ge=0)
-    levels: int = Field(default=6, ge=1, le=len(DEFAULT_REGRESSION_RANGES))
+    window: int | list[int] = Field(default=19, description="local attention window, positions; <= 1: global")
+    arch: tuple[int, int, int] = (2, 2, 5)
+    scale_factor: int = Field(default=2, ge=2, multiple_of=2)
+    embed_kernel: int = Field(default=3, ge=1)
+    embed_with_ln: bool = True
+    fpn: Literal["identity", "fpn"] = "identity"
+    fpn_with_ln: bool = True
+    fpn_start_level: int = Field(default=0, ge=0)
     head_layers: int = Field(default=3, ge=1)
-    center_radius: float = Field(default=1.5, gt=0)
+    head_kernel: int = Field(default=3, ge=1)
+    head_with_ln: bool = True
+    regression_range: list[tuple[float, float]] = Field(default_factory=lambda: list(RELEASE_REGRESSION_RANGES))
+    use_abs_pe: bool = Field(default=False, description="add a fixed sinusoid position table after the embedding")
+    max_seq_len: int = Field(default=2304, ge=1, description="length of that table (the release's max_seq_len)")
     mlp_hidden: dict[str, int] = Field(default_factory=dict)
+    train: DetectorTrainConfig = DetectorTrainConfig()
+    test: InferenceConfig = InferenceConfig()
 
     @model_validator(mode="after")
-    def _check_widths(self) -> "DetectorConfig":
+    def _check(self) -> "DetectorConfig":
+        if min(self.arch) < 0 or self.arch[0] < 1:
+            raise ValueError(f"arch {self.arch}: needs at least one embedding conv and no negative counts")
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if isinstance(self.window, list) and len(self.window) != self.levels:
+            raise ValueError(f"window: {len(self.window)} sizes given for {self.levels} levels")
+        if self.fpn_start_level >= self.levels:
+            raise ValueError(f"fpn_start_level {self.fpn_start_level} leaves none of the {self.levels} levels")
+        if len(self.regression_range) != len(self.strides):
+            raise ValueError(f"regression_range: {len(self.regression_range)} ranges for {len(self.strides)} levels "
+                             f"(levels {self.fpn_start_level}..{self.levels - 1})")
+        if self.fpn == "identity" and (self.fpn_dim or self.dim) != self.dim:
+            raise ValueError(f"fpn 'identity' keeps the width: fpn_dim {self.fpn_dim} must equal dim {self.dim}")
+        if any(not 0 <= k < self.num_classes for k in self.train.head_empty_cls):
+            raise ValueError(f"train.head_empty_cls {self.train.head_empty_cls}: classes are 0..{self.num_classes - 1}")
         unknown = sorted(set(self.mlp_hidden) - set(self.block_names()))
         if unknown:
-            raise ValueError(f"mlp_hidden for unknown blocks {unknown}: pyramid blocks are {self.block_names()}")
+            raise ValueError(f"mlp_hidden for unknown blocks {unknown}: blocks are {self.block_names()}")
         if any(width < 1 for width in self.mlp_hidden.values()):
             raise ValueError("mlp_hidden widths must be positive")
         return self
 
     @property
+    def levels(self) -> int:
+        """Pyramid levels the backbone produces."""
+        return self.arch[2] + 1
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of each level the heads see."""
+        return [self.scale_factor ** i for i in range(self.fpn_start_level, self.levels)]
+
+    @property
     def max_stride(self) -> int:
-        return 2 ** (self.levels - 1)
+        return self.scale_factor ** self.arch[2]
+
+    def windows(self) -> list[int | None]:
+        """Attention window per level, None where attention is global."""
+        sizes = self.window if isinstance(self.window, list) else [self.window] * self.levels
+        return [size if size > 1 else None for size in sizes]
 
     def block_names(self) -> list[str]:
-        """Every transformer block of the pyramid by its name relative to the pyramid."""
-        return [f"levels.{level}.blocks.{i}" for level in range(self.levels)
-                for i in range(self.stem_blocks if level == 0 else 1)]
+        """Every transformer block by its name relative to the detector's backbone."""
+        return [f"stem.{i}" for i in range(self.arch[1])] + [f"branch.{i}" for i in range(self.arch[2])]
 
 
 @dataclass
@@ -64,48 +138,83 @@ class DetectorOutput:
 
 
 class ActionFormer(nn.Module):
+    """The detector; `loss_normalizer` is the EMA of the positive count that divides the losses,
+    updated by `loss` in training mode only (the release computes losses only then)."""
+
     def __init__(self, in_dim: int, config: DetectorConfig) -> None:
         super().__init__()
         self.config = config
-        self.pyramid = ConvTransformerPyramid(in_dim, config.dim, config.num_heads, config.window,
-                                              config.embed_layers, config.stem_blocks, config.levels, config.mlp_hidden)
-        self.cls_head = ClassificationHead(config.dim, config.num_classes, config.head_layers)
-        self.reg_head = RegressionHead(config.dim, config.head_layers, config.levels)
+        fpn_dim, head_dim = config.fpn_dim or config.dim, config.head_dim or config.dim
+        train = config.train
+        self.backbone = ConvTransformerBackbone(in_dim, config.dim, config.num_heads, config.arch, config.windows(),
+                                                config.scale_factor, config.embed_kernel, config.embed_with_ln,
+                                                train.dropout, train.droppath, config.mlp_hidden,
+                                                config.max_seq_len if config.use_abs_pe else None)
+        if config.fpn == "identity":
+            self.neck = FPNIdentity(config.levels, fpn_dim, config.fpn_start_level, config.fpn_with_ln)
+        else:
+            self.neck = FPN1D(config.levels, config.dim, fpn_dim, config.scale_factor, config.fpn_start_level,
+                              config.fpn_with_ln)
+        self.cls_head = ClassificationHead(fpn_dim, head_dim, config.num_classes, config.head_layers, config.head_kernel,
+                                           config.head_with_ln, train.cls_prior_prob, train.head_empty_cls)
+        self.reg_head = RegressionHead(fpn_dim, head_dim, len(config.strides), config.head_layers, config.head_kernel,
+                                       config.head_with_ln)
+        self.loss_normalizer = train.init_loss_norm
+        self.loss_normalizer_momentum = 0.9
 
     def droppable_blocks(self) -> list[str]:
-        return [f"pyramid.levels.{i}.blocks.{key}" for i, level in enumerate(self.pyramid.levels) for key in level.blocks]
+        return [f"backbone.{name}" for name in self.backbone.block_names()]
 
     def forward(self, features: Tensor, mask: Tensor) -> DetectorOutput:
         """`features` [B, C, T], `mask` [B, T] bool; T must be a multiple of the largest stride."""
         if features.shape[-1] % self.config.max_stride:
             raise ValueError(f"sequence length {features.shape[-1]} is not a multiple of {self.config.max_stride}")
-        levels, masks = self.pyramid(features, mask[:, None, :])
-        cls = [self.cls_head(x, m).transpose(1, 2) for x, m in zip(levels, masks)]
-        reg = [self.reg_head.forward_level(x, m, i).transpose(1, 2) for i, (x, m) in enumerate(zip(levels, masks))]
-        points = make_points([x.shape[-1] for x in levels], DEFAULT_REGRESSION_RANGES, features.device)
-        return DetectorOutput(torch.cat(cls, 1), torch.cat(reg, 1), torch.cat([m[:, 0] for m in masks], 1), points)
+        levels, masks = self.neck(*self.backbone(features, mask[:, None, :]))
+        joined = JoinedLevels.join(levels, masks, gap=self.config.head_kernel // 2)
+        cls, offsets = joined.points_last(self.cls_head(joined)), joined.points_last(self.reg_head(joined))
+        points = make_points([x.shape[-1] for x in levels], self.config.strides, self.config.regression_range,
+                             features.device)
+        return DetectorOutput(cls, offsets, torch.cat([m[:, 0] for m in masks], dim=1), points)
 
     def targets(self, output: DetectorOutput, segments: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Class targets [B, P, K] and offset targets [B, P, 2] for a batch (segments in grid units)."""
-        pairs = [assign_targets(output.points, s, l, self.config.num_classes, self.config.center_radius)
-                 for s, l in zip(segments, labels)]
+        train = self.config.train
+        radius = train.center_sample_radius if train.center_sample == "radius" else None
+        pairs = [assign_targets(output.points, s, l, self.config.num_classes, radius) for s, l in zip(segments, labels)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     def loss(self, output: DetectorOutput, segments: list[Tensor], labels: list[Tensor]) -> dict[str, Tensor]:
-        """Focal loss over valid points + DIoU over positive points, both per positive point."""
+        """Focal loss over valid points (label-smoothed targets) + DIoU over positive points, both
+        divided by the EMA of the positive count; `total` = cls + loss_weight * reg."""
+        train = self.config.train
         cls_targets, reg_targets = self.targets(output, segments, labels)
         positive = (cls_targets.sum(-1) > 0) & output.valid
-        normaliser = positive.sum().clamp(min=1)
-        cls_loss = sigmoid_focal_loss(output.cls_logits[output.valid], cls_targets[output.valid]).sum() / normaliser
-        reg_loss = diou_loss_1d(output.offsets[positive], reg_targets[positive]).sum() / normaliser
-        return {"cls": cls_loss, "reg": reg_loss, "total": cls_loss + reg_loss}
+        num_positive = int(positive.sum())
+        if self.training:
+            momentum = self.loss_normalizer_momentum
+            self.loss_normalizer = momentum * self.loss_normalizer + (1 - momentum) * max(num_positive, 1)
+        smoothed = cls_targets[output.valid] * (1 - train.label_smoothing) + train.label_smoothing / (self.config.num_classes + 1)
+        cls_loss = sigmoid_focal_loss(output.cls_logits[output.valid], smoothed).sum() / self.loss_normalizer
+        pred_offsets = output.offsets[positive]
+        if num_positive == 0:
+            reg_loss = 0 * pred_offsets.sum()
+        else:
+            reg_loss = diou_loss_1d(pred_offsets, reg_targets[positive]).sum() / self.loss_normalizer
+        weight = train.loss_weight if train.loss_weight > 0 else cls_loss.detach() / max(reg_loss.item(), 0.01)
+        return {"cls": cls_loss, "reg": reg_loss, "total": cls_loss + reg_loss * weight}
 
     @torch.no_grad()
-    def detect(self, output: DetectorOutput, config: InferenceConfig = InferenceConfig()) -> list[Detections]:
-        """Per video: threshold, top-k, decode, Soft-NMS. Segments stay in grid units."""
-        scores = output.cls_logits.sigmoid()
-        return [
-            soft_nms(decode_candidates(scores[b], output.offsets[b], output.points.positions,
-                                       output.points.strides, output.valid[b], config), config)
-            for b in range(scores.shape[0])
-        ]
+    def detect(self, output: DetectorOutput, config: InferenceConfig | None = None) -> list[Detections]:
+        """Per video, on the CPU as the release does: per level threshold, top-k and decoding, then
+        NMS. Segments stay in grid units; `config` defaults to the detector's `test` settings."""
+        config = config or self.config.test
+        points = output.points
+        split = list(points.level_lengths)
+        per_level = list(zip(*(t.cpu().split(split) for t in (points.positions, points.strides))))
+        results = []
+        for probs, offsets, valid in zip(output.cls_logits.sigmoid().cpu(), output.offsets.cpu(), output.valid.cpu()):
+            probs = probs * valid[:, None]
+            candidates = [level_candidates(p, o, positions, strides, config) for p, o, (positions, strides)
+                          in zip(probs.split(split), offsets.split(split), per_level)]
+            results.append(batched_nms(Detections.cat(candidates), config))
+        return results
