@@ -36,7 +36,11 @@ def test_a_load_that_changes_between_rounds_leaves_the_paired_speedup_intact():
     assert timings["base"].unstable and timings["fast"].unstable
     assert timings["base"].stopped_by == "max_repeats" and timings["base"].repeats == 8
     speedup = timings.speedup("fast")
-    assert 1.6 < speedup.median < 2.4 and not speedup.unstable
+    assert 1.6 < speedup.median < 2.4
+    # Pairing cancels the load both variants share: the ratio's spread is a fraction of each
+    # variant's own (about 1 here), whatever sleep jitter a busy machine adds to both.
+    alone = timings["fast"].iqr_ms / timings["fast"].median_ms
+    assert speedup.iqr / speedup.median < 0.5 * alone
     assert timings.speedup("base").median == 1.0
     # The order rotates from round to round: neither variant always runs first.
     assert calls[0::2] == ["base", "fast"] * 4
