@@ -77,7 +77,8 @@ def test_model_directories_written_with_fixed_repeats_still_load():
 def feature_model():
     torch.manual_seed(0)
     return TADModel(ModelConfig.model_validate({"input_dim": 16, "detector": {
-        "num_classes": 3, "dim": 16, "num_heads": 2, "window": 5, "levels": 3}})).eval()
+        "num_classes": 3, "dim": 16, "num_heads": 2, "window": 5, "arch": [2, 2, 2],
+        "regression_range": [[0, 4], [4, 8], [8, 10000]]}})).eval()
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
