@@ -274,6 +274,8 @@ class StudyDriver:
         self.flights.pop(flight.trial._trial_id, None)
         if outcome.state == TrialState.COMPLETE and not all(math.isfinite(v) for v in outcome.values):
             outcome = TrialOutcome.failed(f"not finite: {MAP} {outcome.values[0]}, {LATENCY} {outcome.values[1]}")
+        for entry in outcome.attrs.get("cache", {}).get("discarded", []):
+            self.say(f"trial {flight.number}: discarded an unreadable cache entry and recomputed it: {entry}")
         if outcome.state == TrialState.COMPLETE:
             trial_id = self._tell_complete(flight, outcome)
             self.claims.complete(flight.claim, {"trial_id": trial_id})

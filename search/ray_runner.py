@@ -101,8 +101,6 @@ def connect(spec: StudySpec, quiet: bool = False, timeout_s: float = 10) -> None
     """A local Ray with this machine's CPUs (and GPUs) on a laptop, the running cluster when
     `--address` / `RAY_ADDRESS` names one. A cluster that does not answer within `timeout_s` is an
     error naming the address (Ray itself would retry for minutes)."""
-    if ray.is_initialized():
-        return
     address = spec.runner.address or os.environ.get("RAY_ADDRESS")
     if address and address != "auto":
         host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -111,6 +109,10 @@ def connect(spec: StudySpec, quiet: bool = False, timeout_s: float = 10) -> None
         except (OSError, ValueError) as error:
             raise RayConnectionError(f"Ray address {address}: no cluster answers ({error}); start one with "
                                      "`ray start --head`, or leave out --address / RAY_ADDRESS for a local Ray") from None
+    if ray.is_initialized():
+        return
+    if quiet:
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a dead worker's error is in the trial's reason
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR if quiet else logging.WARNING)
@@ -146,7 +148,10 @@ def run_ray(driver: StudyDriver, spec: StudySpec) -> None:
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.runner.max_concurrent),
-                                    num_samples=-1, time_budget_s=spec.timeout_s),
+                                    num_samples=-1, time_budget_s=spec.timeout_s,
+                                    # A worker keeps its process, and so its TrialRunner (model, data,
+                                    # caches), from one trial to the next: no start-up per trial.
+                                    reuse_actors=True),
         # One Tune experiment per launch: drivers sharing a study do not share Tune's state files.
         run_config=tune.RunConfig(name=f"{spec.name}-launch{driver.launch}",
                                   storage_path=str((spec.artifact_dir / "ray").resolve()),
