@@ -1,6 +1,6 @@
 """Several drivers on one study, for real: driver processes of `tadprune study launch` on one
 storage (SQLite or PostgreSQL), started together, one joining a running study, one killed with
-SIGKILL mid-run. Prints one Markdown row per scenario: what the drivers did to the study.
+SIGKILL mid-run, one paused (SIGSTOP) past the grace period. Prints one Markdown row per scenario: what the drivers did to the study.
 
     PYTHONPATH=$PWD python benchmarks/fault_drill.py --storage postgresql+psycopg2://u:p@127.0.0.1:5432/db
 
@@ -11,7 +11,8 @@ with the tiny setting of the tests (4-block model, local runner, heartbeat 1 s, 
 Columns: groundwork computations (greedy chains computed), baseline trials queued (the chain has
 2), trials by state when all drivers are done, schedules run more than once at the same time,
 architectures with more than one latency, driver exit codes, and results lost: trials that wrote
-their checkpoint (their work finished) but are not COMPLETE in the study.
+their checkpoint (their work finished) but are neither COMPLETE in the study nor kept in a new trial
+(`recovered_from`, when another driver failed them while their own driver stalled).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from search.spec import RunnerSettings  # noqa: E402
 def start_driver(spec: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "search.cli", "study", "launch", str(spec)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+                            stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
 def wait_for(condition, driver: subprocess.Popen, log: Path, timeout_s: float = 600) -> None:
@@ -59,7 +60,7 @@ def complete_trials(storage: str, name: str) -> int:
 
 
 def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) -> dict:
-    name = f"drill-{kind}-{uuid.uuid4().hex[:6]}"
+    name = f"drill-{kind.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
     raw = yaml.safe_load(setting.read_text())
     runner = {"kind": "local"}
     if "heartbeat_s" in RunnerSettings.model_fields:  # a checkout from before heartbeats has none
@@ -77,6 +78,11 @@ def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) 
         if kind == "first killed":
             time.sleep(3)
             first.send_signal(signal.SIGKILL)
+        elif kind == "first paused":  # a laptop that sleeps, a VM that stalls: longer than the grace period
+            time.sleep(3)
+            first.send_signal(signal.SIGSTOP)
+            time.sleep(10)
+            first.send_signal(signal.SIGCONT)
     codes = [first.wait(), second.wait()]
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.trials
@@ -91,7 +97,9 @@ def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) 
             latencies[signature].add(attrs["latency_median_ms"])
     checkpoints = work / name / "checkpoints"
     finished_work = {int(p.name.split("-")[1]) for p in checkpoints.glob("trial-*")} if checkpoints.exists() else set()
-    lost = sorted(n for n in finished_work if trials[n].state != TrialState.COMPLETE)
+    # A trial another driver failed while its own driver stalled keeps its result in a new trial.
+    recovered = {t.user_attrs.get("recovered_from") for t in trials if t.state == TrialState.COMPLETE}
+    lost = sorted(n for n in finished_work if trials[n].state != TrialState.COMPLETE and n not in recovered)
     logs_text = [log.read_text() for log in logs]
     return {
         "scenario": kind, "groundwork": sum("greedy step 1/" in text for text in logs_text),
@@ -106,8 +114,8 @@ def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--storage", required=True, help="SQLAlchemy URL the drivers share")
-    parser.add_argument("--n-trials", type=int, default=8)
-    parser.add_argument("--scenarios", default="together,joins,first killed")
+    parser.add_argument("--n-trials", type=int, default=16, help="enough that a joining driver finds trials running")
+    parser.add_argument("--scenarios", default="together,joins,first killed,first paused")
     parser.add_argument("--work", type=Path, help="keep the drivers' logs and artifacts here (default: a temporary directory)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

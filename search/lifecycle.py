@@ -42,7 +42,7 @@ from .study import BASELINE_ATTR, CONSTRAINTS_KEY, artifact_store, constraint_va
 FAIL_REASON = "fail_reason"
 LAUNCH_ATTR, SEED_ATTR = "launch", "sampler_seed"
 # Attributes a trial has of its own, which a repeat does not copy from the trial it repeats.
-_OWN_ATTRS = {BASELINE_ATTR, LAUNCH_ATTR, SEED_ATTR, MAP}
+_OWN_ATTRS = {BASELINE_ATTR, LAUNCH_ATTR, SEED_ATTR, MAP, "recovered_from"}
 # Optuna warns when a heartbeat storage is used outside `Study.optimize`; here the driver beats itself.
 _HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
 
@@ -305,7 +305,7 @@ class StudyDriver:
         frozen = self.storage.get_trial(trial._trial_id)
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
-            user_attrs={k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON})
+            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON}, "recovered_from": trial.number})
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
         self.storage.record_heartbeat(trial_id)
         return optuna.Trial(self.study, trial_id)
