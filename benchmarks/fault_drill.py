@@ -29,6 +29,7 @@ from pathlib import Path
 
 import optuna
 import yaml
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -51,7 +52,7 @@ def wait_for(condition, driver: subprocess.Popen, log: Path, timeout_s: float = 
         time.sleep(0.5)
 
 
-def complete_trials(storage: str, name: str) -> int:
+def complete_trials(storage: RDBStorage, name: str) -> int:
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -59,13 +60,14 @@ def complete_trials(storage: str, name: str) -> int:
     return sum(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) -> dict:
+def scenario(kind: str, setting: Path, storage_url: str, work: Path, n_trials: int) -> dict:
     name = f"drill-{kind.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
     raw = yaml.safe_load(setting.read_text())
     runner = {"kind": "local"}
     if "heartbeat_s" in RunnerSettings.model_fields:  # a checkout from before heartbeats has none
         runner.update(heartbeat_s=1, grace_s=4)
-    raw.update(name=name, storage=storage, artifacts=str(work / name), n_trials=n_trials, runner=runner)
+    raw.update(name=name, storage=storage_url, artifacts=str(work / name), n_trials=n_trials, runner=runner)
+    storage = RDBStorage(storage_url)  # one engine for all polling: PostgreSQL counts connections
     spec = work / f"{name}.yaml"
     spec.write_text(yaml.safe_dump(raw))
     logs = [work / f"{name}.{i}.log" for i in range(2)]
@@ -101,6 +103,7 @@ def scenario(kind: str, setting: Path, storage: str, work: Path, n_trials: int) 
     recovered = {t.user_attrs.get("recovered_from") for t in trials if t.state == TrialState.COMPLETE}
     lost = sorted(n for n in finished_work if trials[n].state != TrialState.COMPLETE and n not in recovered)
     logs_text = [log.read_text() for log in logs]
+    storage.engine.dispose()
     return {
         "scenario": kind, "groundwork": sum("greedy step 1/" in text for text in logs_text),
         "baseline queued": sum(t.user_attrs.get("baseline") == "greedy" for t in trials),

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from optuna.storages import RDBStorage
@@ -38,6 +40,25 @@ _claims = sa.Table(
     sa.Column("expires", sa.Float, nullable=True),  # database-clock epoch seconds; NULL once done
     sa.Column("result", sa.Text, nullable=True),    # JSON once done
 )
+
+
+T = TypeVar("T")
+
+
+def creating_tables(create: Callable[[], T], attempts: int = 5) -> T:
+    """`create()` (which makes tables if missing), again when another driver made them between its
+    check and its CREATE: SQLAlchemy's `create_all`, Optuna's included, checks then creates, so two
+    drivers opening a new database at once fail one of them with "already exists" (or on the unique
+    key of Optuna's schema-version row)."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except sa.exc.DBAPIError as error:
+            raced = isinstance(error, sa.exc.IntegrityError) or "already exists" in str(error)
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -60,7 +81,7 @@ class StudyClaims:
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self.held: set[str] = set()
-        _metadata.create_all(self.engine, checkfirst=True)
+        creating_tables(lambda: _metadata.create_all(self.engine, checkfirst=True))
 
     def _now(self, conn: sa.Connection) -> float:
         now = conn.execute(sa.select(sa.func.now())).scalar_one()

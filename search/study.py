@@ -23,7 +23,7 @@ from tadmodels.models import TADModel
 from tadmodels.spec import load_spec
 from tadmodels.training import Experiment, train_and_save
 
-from .claims import StudyClaims
+from .claims import StudyClaims, creating_tables
 from .encoding import DROPS, ScheduleEncoding
 from .objective import LATENCY, MAP, TrialRunner
 from .spec import StudySpec
@@ -72,7 +72,8 @@ def storage_for(url: str, create: bool = True, heartbeat_s: int | None = None,
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=grace_s)
+            return creating_tables(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                                      grace_period=grace_s))
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise StorageError(f"storage {shown}: cannot open it: {detail}") from None

@@ -58,7 +58,9 @@ def test_a_failing_trial_fails_alone_and_damaged_cache_entries_are_recomputed(ti
     # The study went on: n_trials counts complete trials, so another trial took the failed one's place.
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    err = capsys.readouterr().err
+    assert all("checkpoint_artifacts" in t.user_attrs for t in study.get_trials(states=(TrialState.COMPLETE,)))
+    out, err = capsys.readouterr()
+    assert "Configuration for experiment" not in out + err  # Tune's console box stays out of the way
     assert "greedy step 2/2: drop" in err  # the groundwork's progress, streamed from the Ray worker under Ray
     assert f"trial 0 failed: FileExistsError: [Errno 17] File exists: '{blocked}'" in err.replace("\n", "")
 

@@ -130,19 +130,6 @@ def test_spec_errors_name_the_field(tiny_setting, tmp_path):
     assert result.exit_code == 2 and "search.max_dorps" in result.output
 
 
-def test_ray_study_with_two_workers_writes_a_loadable_study(tiny_setting, tmp_path, ray_cluster):
-    path = spec_copy(tiny_setting, tmp_path, n_trials=4,
-                     runner={"kind": "ray", "max_concurrent": 2, "resources": {"cpu": 1}})
-    result = run("study", "launch", path, "--quiet")
-    assert result.exit_code == 0, result.output
-    assert "Configuration for experiment" not in result.output  # Tune's console box stays out of the way
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 4
-    assert len(baseline_trials(study)) == 2
-    assert all("checkpoint_artifacts" in t.user_attrs for t in complete)
-
-
 def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
     grace_s = 3
     path = spec_copy(tiny_setting, tmp_path, n_trials=30, runner={"kind": "local", "heartbeat_s": 1, "grace_s": grace_s})
