@@ -2,8 +2,6 @@
 latency settings, the sampler, the budget, the runner and where results are stored."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -139,9 +137,6 @@ class StudySpec(ExperimentSpec):
         runner, storage and artifact place may change between launches."""
         return self.model_dump(mode="json", exclude={"n_trials", "timeout_s", "max_failed_trials", "runner", "storage",
                                                      "artifacts"})
-
-    def search_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.search_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_study_spec(path: Path) -> StudySpec:

@@ -169,7 +169,6 @@ class Groundwork:
     `ray` runner, so that a head node without a GPU does no model work): the base model's mAP and
     latency, and the greedy PBD chain."""
 
-    droppable_blocks: list[str]
     base_map: float | None = None
     base_latency_ms: float | None = None
     chain: list[str] | None = None
@@ -193,7 +192,7 @@ def groundwork_steps(runner: TrialRunner, needed: dict[str, bool]) -> Iterator[s
     cache, so the chain's trials align nothing), as far as `needed` asks. A generator: it yields a
     line of progress before and after each long step, then the `Groundwork`, so that a driver can
     show progress made on a Ray worker as it happens."""
-    work = Groundwork(droppable_blocks=runner.base.droppable_blocks())
+    work = Groundwork()
     if needed["base"]:
         yield "base model: timing it and computing its mAP"
         work.base_latency_ms = runner.latency(runner.base)[0]["median_ms"]
