@@ -10,36 +10,66 @@
 # the study (`study launch --max-latency-ms / --min-map`) each complete trial's constraints equal
 # latency - max_latency_ms and min_map - mAP (feasible when <= 0), without budgets they are empty.
 # Relative SQLite paths are relative to the repository root. Exit status 0 when every check holds.
+#
+# Self-sufficient: it needs only a Python with this project's dependencies (PYTHON, else .venv/bin/python,
+# else python3). optuna-dashboard is used from PATH or beside that Python when installed; otherwise the
+# check installs optuna-dashboard==0.21.0 into a throwaway virtual environment that sees the project's
+# packages (--system-site-packages) and removes it afterwards. No curl or jq: Python polls the API.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 storage=${1:-sqlite:///studies/demo.db}
 study=${2:-demo}
 port=${3:-8081}
-api="http://127.0.0.1:$port/api"
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 work=$(mktemp -d)
+server=
+trap '[ -n "$server" ] && { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; }; rm -rf "$work"' EXIT
 
-.venv/bin/optuna-dashboard "$storage" --port "$port" --host 127.0.0.1 >"$work/server.log" 2>&1 &
+dashboard=$(command -v "$(dirname "$python")/optuna-dashboard" || command -v optuna-dashboard || true)
+if [ -z "$dashboard" ]; then
+    echo "optuna-dashboard not found: installing optuna-dashboard==0.21.0 into a temporary environment" >&2
+    "$python" -m venv --system-site-packages "$work/venv"
+    "$work/venv/bin/python" -m pip install --quiet optuna-dashboard==0.21.0
+    dashboard="$work/venv/bin/optuna-dashboard"
+fi
+
+"$dashboard" "$storage" --port "$port" --host 127.0.0.1 >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-for _ in $(seq 120); do
-    curl -sf "$api/studies" >"$work/studies.json" && break
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "optuna-dashboard exited:" >&2; cat "$work/server.log" >&2; exit 1
-    fi
-    sleep 0.5
-done
-[ -s "$work/studies.json" ] || { echo "no answer from $api/studies in 60 s" >&2; exit 1; }
-id=$(jq -er --arg name "$study" '.study_summaries[] | select(.study_name == $name) | .study_id' "$work/studies.json") \
-    || { echo "no study $study in $storage" >&2; exit 1; }
-curl -sf "$api/studies/$id" >"$work/detail.json"
-
-.venv/bin/python - "$work/studies.json" "$work/detail.json" "$study" <<'EOF'
+"$python" - "$port" "$study" "$storage" "$server" "$work/server.log" <<'EOF'
 import json
+import os
 import sys
+import time
+import urllib.request
 
-summaries, detail = (json.load(open(path)) for path in sys.argv[1:3])
-summary = next(s for s in summaries["study_summaries"] if s["study_name"] == sys.argv[3])
+port, study_name, storage, server, server_log = sys.argv[1:6]
+api = f"http://127.0.0.1:{port}/api"
+
+
+def get(path: str) -> dict:
+    with urllib.request.urlopen(f"{api}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+deadline = time.monotonic() + 60
+while True:
+    try:
+        summaries = get("/studies")
+        break
+    except OSError:
+        try:
+            os.kill(int(server), 0)
+        except ProcessLookupError:
+            sys.exit("optuna-dashboard exited:\n" + open(server_log).read())
+        if time.monotonic() > deadline:
+            sys.exit(f"no answer from {api}/studies in 60 s")
+        time.sleep(0.5)
+summary = next((s for s in summaries["study_summaries"] if s["study_name"] == study_name), None)
+if summary is None:
+    sys.exit(f"no study {study_name} in {storage}")
+detail = get(f"/studies/{summary['study_id']}")
+
 assert summary["directions"] == ["maximize", "minimize"], summary["directions"]
 assert detail["directions"] == ["maximize", "minimize"], detail["directions"]
 assert detail.get("objective_names") == ["average_mAP", "latency_ms"], detail.get("objective_names")

@@ -2,13 +2,16 @@
 
 - `PrefixCache`: the aligned model after each drop prefix. Schedules that share a prefix share
   that work; keyed by the base model's fingerprint, the ordered prefix and the alignment settings.
-- latency cache: latency depends on what the forward pass computes, not on the weights or on
-  which of several identical blocks went; keyed by compute signature, input shape and device.
-- result cache: what a finished schedule scored. Samplers propose a schedule again (many
-  parameter vectors encode one schedule), and such a repeat completes from here without re-running;
-  keyed by the study's trial-defining spec, the base model's fingerprint and the schedule.
+- `LatencyCache`: latency depends on what the forward pass computes, not on the weights or on
+  which of several identical blocks went; keyed by compute signature, input shape and device. The
+  first measurement stored stays, so an architecture has one latency in a study.
 - `DeviceLock`: trials hold a device shared while they fine-tune or evaluate, and exclusively
   while they time, so no other trial on that host runs on that device during a measurement.
+
+Every file is written under a temporary name and renamed into place, so a killed process never
+leaves half an entry. An entry that does not read all the same (a disk error, a hand edit) is
+deleted, named in `discarded` and reported as a miss, so the work is done again instead of the
+same trial failing on every launch.
 """
 from __future__ import annotations
 
@@ -17,32 +20,75 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tadmodels.models import ModelConfig, TADModel
+
+# What reading a damaged entry raises: missing or short files, bad bytes, text that does not
+# parse (UnicodeDecodeError and JSONDecodeError are ValueErrors), weights that do not fit.
+UNREADABLE = (OSError, ValueError, RuntimeError, yaml.YAMLError, SafetensorError)
 
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename: readers never see half a file."""
+def _temporary(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex[:6]}.tmp")
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same directory, then rename: readers never see half a file."""
+    tmp = _temporary(path)
     write(tmp)
     tmp.replace(path)
 
 
-class PrefixCache:
+def _write_if_absent(path: Path, write: Callable[[Path], None]) -> bool:
+    """Like `_atomic_write`, but an existing file wins (a hard link fails on an existing name,
+    atomically, where a rename would replace it). True when this call's file is the one stored."""
+    tmp = _temporary(path)
+    write(tmp)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+class _Entries:
+    """What the caches share: where entries are, and how a damaged one is discarded."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.discarded: list[str] = []
+
+    def discard(self, paths: list[Path], error: Exception) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        self.discarded.append(f"{paths[0]}: {type(error).__name__}: {error}")
+
+    def take_discarded(self) -> list[str]:
+        """The entries discarded since the last call (a trial reports those it met)."""
+        taken, self.discarded = self.discarded, []
+        return taken
+
+
+class PrefixCache(_Entries):
     def __init__(self, root: Path, base_fingerprint: str, alignment: dict) -> None:
-        self.root = root / "prefixes"
+        super().__init__(root / "prefixes")
         self.base_fingerprint = base_fingerprint
         self.alignment = alignment
 
@@ -61,8 +107,12 @@ class PrefixCache:
         weights, config = self._paths(prefix)
         if not config.exists():
             return None
-        model = TADModel(ModelConfig.model_validate(yaml.safe_load(config.read_text())))
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model = TADModel(ModelConfig.model_validate(yaml.safe_load(config.read_text())))
+            model.load_state_dict(load_file(str(weights)))  # strict: every key used, or it raises
+        except UNREADABLE as error:
+            self.discard([weights, config], error)
+            return None
         return model.eval()
 
     def longest(self, drops: list[str]) -> tuple[int, TADModel | None]:
@@ -74,32 +124,38 @@ class PrefixCache:
         return 0, None
 
 
-class JsonCache:
-    """JSON records on disk, one file per key; `scope` is part of every key (a study, a base model)."""
+class LatencyCache(_Entries):
+    """Latency records (JSON), one file per (compute signature, input shape, device)."""
 
-    def __init__(self, root: Path, *scope: object) -> None:
-        self.root = root
-        self.scope = scope
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / "latency")
 
     def _path(self, key: tuple) -> Path:
-        return self.root / f"{_digest(*self.scope, *key)}.json"
+        return self.root / f"{_digest(*key)}.json"
 
     def get(self, key: tuple) -> dict | None:
         path = self._path(key)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict) or not isinstance(record.get("median_ms"), (int, float)):
+                raise ValueError("not a latency record")
+        except UNREADABLE as error:
+            self.discard([path], error)
+            return None
+        return record
 
-    def put(self, key: tuple, record: dict) -> None:
-        _atomic_write(self._path(key), lambda p: p.write_text(json.dumps(record)))
-
-
-def latency_cache(root: Path) -> JsonCache:
-    """Keys: (compute signature, input shape, device description)."""
-    return JsonCache(root / "latency")
-
-
-def result_cache(root: Path, spec_hash: str, base_fingerprint: str) -> JsonCache:
-    """Keys: (schedule key,), within one trial-defining spec and base model."""
-    return JsonCache(root / "results", spec_hash, base_fingerprint)
+    def put(self, key: tuple, record: dict) -> dict:
+        """Store `record` unless a record is already there; returns the stored one, which every
+        trial of that architecture then reports."""
+        text = json.dumps(record)
+        if _write_if_absent(self._path(key), lambda p: p.write_text(text)):
+            return record
+        stored = self.get(key)
+        if stored is None:  # the one there was damaged and has been discarded: this one replaces it
+            return self.put(key, record)
+        return stored
 
 
 class DeviceLock:

@@ -1,42 +1,74 @@
 """`tadprune study launch`: everything from a spec to a finished (or resumed) study."""
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
 import optuna
 
+from .claims import StudyClaims
 from .encoding import ScheduleEncoding
+from .lifecycle import StudyDriver, attempt
 from .progress import StudyProgress
 from .spec import StudySpec
-from .study import (artifact_root, compute_groundwork, groundwork_needed, open_study, prepare_runner, record_groundwork,
-                    remaining_trials, run_local)
+from .study import (artifact_root, check_against_model_and_data, enqueue_missing_baseline, ensure_groundwork,
+                    groundwork_steps, make_sampler, open_study, prepare_runner, run_groundwork, storage_for)
 
 
 def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna.Study:
-    """Create or resume the study, compute its groundwork once where trials run (training the base
-    model if missing), then run trials until `spec.n_trials` have finished or the time is up."""
+    """Create or resume the study and run trials until it has `spec.n_trials` complete trials (from
+    any driver) or the time is up. Everything that can be checked is checked before anything is
+    written: the spec against the model and the data, the storage URL, the Ray cluster."""
+    if spec.storage is None:
+        Path("studies").mkdir(exist_ok=True)  # where the default storage and artifacts go
     spec = spec.resolved()
-    study = open_study(spec, spec.storage_url, budgets)
-    study.set_user_attr("artifact_store", str(artifact_root(spec)))
-    needed = groundwork_needed(study)
-    if spec.runner.kind == "local":
-        runner = prepare_runner(spec, show_progress)
-        work = compute_groundwork(runner, needed, show_progress)
-    else:
-        from .ray_runner import RayProgress, remote_groundwork, run_ray
+    blocks = check_against_model_and_data(spec)
+    if spec.runner.kind == "ray":
+        from .ray_runner import connect
 
-        if show_progress and any(needed.values()):
-            print("on a Ray worker: the base model (trained first if missing), its mAP and latency, "
-                  "and the greedy chain", flush=True)
-        work = remote_groundwork(spec, needed)
-        if show_progress and work.chain:
-            print(f"greedy chain: {' > '.join(work.chain)}", flush=True)
-    record_groundwork(study, work)
-    remaining = remaining_trials(study, spec.n_trials)
-    if remaining == 0:
-        return study
-    with StudyProgress(study, enabled=show_progress) as view:
-        if spec.runner.kind == "local":
-            run_local(study, runner, remaining, spec.timeout_s, callbacks=[view.optuna_callback])
+        connect(spec, quiet=not show_progress)
+    # Per-trial lines belong to the progress view; a quiet launch prints nothing of Optuna's.
+    optuna.logging.set_verbosity(logging.WARNING)
+    runner_settings = spec.runner
+    storage = storage_for(spec.storage_url, heartbeat_s=runner_settings.heartbeat_s, grace_s=runner_settings.grace_s)
+    study = open_study(spec, storage, budgets)
+    study.set_user_attr("artifact_store", str(artifact_root(spec)))
+    claims = StudyClaims(storage, study._study_id, lease_s=runner_settings.grace_s)
+    launch_number = claims.register_launch({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+    seed = spec.seed + launch_number
+    study.sampler = make_sampler(spec, seed)
+    encoding = ScheduleEncoding(spec.search, blocks)
+    view = StudyProgress(study, enabled=show_progress)
+    park_limit = runner_settings.max_concurrent if runner_settings.kind == "ray" else 1
+    with StudyDriver(study, spec, encoding, claims, launch_number, seed, view.say, park_limit) as driver:
+        if runner_settings.kind == "local":
+            runner = prepare_runner(spec, show_progress)
+            ensure_groundwork(study, claims, lambda needed: run_groundwork(groundwork_steps(runner, needed), view.say),
+                              view.say)
         else:
-            distributions = ScheduleEncoding(spec.search, work.droppable_blocks).distributions()
-            run_ray(study, spec, distributions, remaining, spec.timeout_s, callbacks=[RayProgress(view)])
+            from .ray_runner import remote_groundwork
+
+            ensure_groundwork(study, claims, lambda needed: remote_groundwork(spec, needed, view.say), view.say)
+        driver.fail_stale_trials()  # a killed driver's trials, before the baseline is checked for gaps
+        enqueue_missing_baseline(study, claims, encoding)
+        with view:
+            if runner_settings.kind == "local":
+                run_local(driver, runner)
+            else:
+                from .ray_runner import run_ray
+
+                run_ray(driver, spec)
     return study
+
+
+def run_local(driver: StudyDriver, runner, poll_s: float = 1.0) -> None:
+    """Plain trials in this process, one at a time."""
+    while not driver.finished():
+        flight = driver.next_trial()
+        if flight is None:
+            time.sleep(poll_s)  # its schedule runs elsewhere, or other drivers' trials may reach the target
+            continue
+        driver.finish(flight, attempt(runner, flight.params, flight.label))

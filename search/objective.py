@@ -1,13 +1,14 @@
-"""One trial: Optuna parameters -> schedule -> aligned model (reusing cached prefixes) -> mAP and
-latency (measured once per architecture, input shape and device) -> values and attributes. A
-schedule that already finished in this study is not run again: its result is reused."""
+"""One trial on a worker: Optuna parameters -> schedule -> aligned model (reusing cached prefixes)
+-> mAP and latency (measured once per architecture, input shape and device) -> values and
+attributes. Whether a schedule runs at all (a repeat takes an earlier trial's result) is the
+driver's decision (`search.lifecycle`)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from optuna.trial import TrialState
 
 from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
@@ -16,22 +17,31 @@ from tadmodels.profile.latency import TimingConfig, device_description
 from tadmodels.models import TADModel
 from tadmodels.training import Experiment, load_model, save_model
 
-from .cache import DeviceLock, PrefixCache, latency_cache, result_cache
+from .cache import DeviceLock, LatencyCache, PrefixCache
 from .encoding import Decoded, ScheduleEncoding
 from .spec import StudySpec
 
 MAP, LATENCY = "average_mAP", "latency_ms"
 
 
-class TrialFailure(Exception):
-    """A trial that cannot give a result (NaN loss, out of memory, a bad schedule); the study goes on."""
-
-
 @dataclass
 class TrialOutcome:
-    values: tuple[float, float]
+    """How a trial ended: COMPLETE with its values, attributes and checkpoint, or FAIL with the
+    reason (PRUNED, for multi-fidelity, is the state still to come)."""
+
+    state: TrialState
+    values: tuple[float, float] | None = None
     attrs: dict = field(default_factory=dict)
     checkpoint: Path | None = None
+    reason: str | None = None
+
+    @classmethod
+    def complete(cls, values: tuple[float, float], attrs: dict, checkpoint: Path | None) -> "TrialOutcome":
+        return cls(TrialState.COMPLETE, tuple(values), attrs, checkpoint)
+
+    @classmethod
+    def failed(cls, reason: str) -> "TrialOutcome":
+        return cls(TrialState.FAIL, reason=reason)
 
 
 class TrialRunner:
@@ -46,8 +56,7 @@ class TrialRunner:
         self.encoding = ScheduleEncoding(spec.search, base.droppable_blocks())
         root = spec.artifact_dir
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
-        self.latencies = latency_cache(root / "cache")
-        self.results = result_cache(root / "cache", spec.search_hash(), self.base_fingerprint)
+        self.latencies = LatencyCache(root / "cache")
         self.latency_device = resolve_device(spec.latency.device)
         self.lock = DeviceLock(self.latency_device)
         self.checkpoints = root / "checkpoints"
@@ -60,40 +69,33 @@ class TrialRunner:
         return schedule
 
     def run(self, params: dict, trial_label: str) -> TrialOutcome:
-        """Run the schedule `params` encode; raises TrialFailure with the reason when it cannot."""
+        """Run the schedule `params` encode; any error propagates (`lifecycle.attempt` turns it
+        into a failed outcome with the reason)."""
         start = time.perf_counter()
-        try:
-            decoded = self.encoding.decode(params)
-            schedule = self.schedule(decoded)
-            earlier = self.results.get((decoded.key(),))
-            if earlier is not None:
-                return _repeated(earlier, time.perf_counter() - start)
-            with self.lock.shared():
-                model, reused, steps_run = self._compressed(schedule)
-                scores = self.experiment.evaluate(model, profile=False)
-                # Counting MACs runs a forward pass: not while another trial times the device.
-                macs = model_macs(model, self._positions())
-            latency, latency_hit = self.latency(model)
-        except (FloatingPointError, torch.OutOfMemoryError, ValueError) as error:
-            raise TrialFailure(f"{type(error).__name__}: {error}") from error
+        decoded = self.encoding.decode(params)
+        schedule = self.schedule(decoded)
+        with self.lock.shared():
+            model, reused, steps_run = self._compressed(schedule)
+            scores = self.experiment.evaluate(model, profile=False)
+            # Counting MACs runs a forward pass: not while another trial times the device.
+            macs = model_macs(model, self._positions())
+        latency, latency_hit = self.latency(model)
         checkpoint = self.checkpoints / trial_label
         save_model(model, self.spec, checkpoint)
         attrs = {
-            "schedule": schedule.model_dump(mode="json", exclude={"results"}),
+            "schedule": schedule.model_dump(mode="json", exclude={"results"}), "schedule_key": decoded.key(),
             "drops": schedule.drops, "channel_ratios": schedule.channel_ratios,
             "per_tiou": scores["per_tiou"], "tious": scores["tious"],
             "latency_median_ms": latency["median_ms"], "latency_iqr_ms": latency["iqr_ms"],
             "latency_min_ms": latency["min_ms"], "latency_unstable": latency["unstable"],
             "latency_device": latency["device"], "latency_dtype": latency["dtype"],
             "latency_compile": latency["compile"], "latency_batch": latency["input_shape"][0],
-            "macs": macs, "params": count_params(model),
-            "wall_time_s": time.perf_counter() - start,
+            "compute_signature": model.compute_signature(),
+            "macs": macs, "params": count_params(model), "wall_time_s": time.perf_counter() - start,
             "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
-                      "result_hit": False},
+                      "result_hit": False, "discarded": self.prefixes.take_discarded() + self.latencies.take_discarded()},
         }
-        outcome = TrialOutcome((scores[MAP], latency["median_ms"]), attrs, checkpoint)
-        self.results.put((decoded.key(),), {"values": outcome.values, "attrs": attrs, "checkpoint": str(checkpoint)})
-        return outcome
+        return TrialOutcome.complete((scores[MAP], latency["median_ms"]), attrs, checkpoint)
 
     def _compressed(self, schedule: Schedule) -> tuple[TADModel, int, int]:
         """The schedule's model, starting from the longest cached prefix; caches each new prefix."""
@@ -115,7 +117,9 @@ class TrialRunner:
     def latency(self, model: TADModel) -> tuple[dict, bool]:
         """From the cache, or measured with the device to itself. The key holds everything the
         figure depends on: what the forward computes, the input, the device, and how it is timed
-        (dtype, compile, batch, repeats)."""
+        (dtype, compile, batch, repeats). The cache is read again once the device is ours: a trial
+        that waited for another's measurement of the same architecture takes that one. Whatever is
+        stored first is what every trial reports."""
         settings = self.spec.latency
         key = (model.compute_signature(), [self._positions()],
                device_description(self.latency_device, settings.threads),
@@ -124,14 +128,9 @@ class TrialRunner:
         if cached is not None:
             return cached, True
         with self.lock.exclusive():
+            cached = self.latencies.get(key)
+            if cached is not None:
+                return cached, True
             record = model_latency(model, self._positions(), settings.device, settings, settings.threads).to_json()
-        self.latencies.put(key, record)
-        return record, False
-
-
-def _repeated(earlier: dict, wall_time_s: float) -> TrialOutcome:
-    """The outcome of a schedule that already finished: its values, attributes and checkpoint."""
-    attrs = {**earlier["attrs"], "wall_time_s": wall_time_s,
-             "cache": {"prefix_reused": len(earlier["attrs"]["drops"]), "alignment_steps_run": 0,
-                       "latency_hit": True, "result_hit": True}}
-    return TrialOutcome(tuple(earlier["values"]), attrs, Path(earlier["checkpoint"]))
+        stored = self.latencies.put(key, record)
+        return stored, stored is not record

@@ -1,137 +1,161 @@
-"""Running a study's trials as Ray Tune trials: OptunaSearch over the study's RDB storage (the
-driver is the only process that writes to it), per-trial resources, retries and a concurrency cap."""
+"""Running a study's trials as Ray Tune trials: a Tune searcher over the launch's `StudyDriver` (the
+driver is the only process that writes to the study), per-trial resources, retries of dead workers
+and a concurrency cap; and the study's groundwork as a Ray task that streams its progress."""
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import optuna
 import ray
+from optuna.trial import TrialState
 from ray import tune
-from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
-from .progress import StudyProgress
+from .lifecycle import StudyDriver, attempt
+from .objective import LATENCY, MAP, TrialOutcome, TrialRunner
 from .spec import StudySpec
-from .study import Groundwork, artifact_store, compute_groundwork, prepare_runner, record_outcome
+from .study import Groundwork, groundwork_steps, prepare_runner, run_groundwork
 
-FAIL_REASON = "fail_reason"
-ATTRS = "attrs_json"
+TRIAL_NUMBER = "optuna_trial_number"  # in a Tune trial's config beside the Optuna parameters
+STATE, REASON, ATTRS = "trial_state", "fail_reason", "attrs_json"
 _worker_runners: dict[str, TrialRunner] = {}
 
 
+class RayConnectionError(ValueError):
+    """No Ray cluster answers at the address given; the message names it."""
+
+
 def run_trial(config: dict[str, Any], spec_json: str) -> None:
-    """The Tune trainable: one schedule on one worker. Results go back to the driver, which records them."""
+    """The Tune trainable: one schedule on one worker. It always reports (a failure as its state
+    and reason, with NaN values), so Tune neither stops the run nor retries a trial that would fail
+    again; the driver records the outcome."""
     runner = _worker_runners.get(spec_json)
     if runner is None:
         runner = _worker_runners[spec_json] = TrialRunner(StudySpec.model_validate_json(spec_json))
-    label = f"ray-{tune.get_context().get_trial_id()}"
-    try:
-        outcome = runner.run(config, label)
-    except TrialFailure as error:
-        tune.report({FAIL_REASON: str(error)})
-        return
+    params = {k: v for k, v in config.items() if k != TRIAL_NUMBER}
+    outcome = attempt(runner, params, f"trial-{config[TRIAL_NUMBER]}")
+    values = outcome.values or (math.nan, math.nan)
     # Tune flattens nested result dicts into "attrs/key" columns; one JSON string arrives whole.
-    tune.report({MAP: outcome.values[0], LATENCY: outcome.values[1], ATTRS: json.dumps(outcome.attrs),
-                 "checkpoint": str(outcome.checkpoint)})
+    tune.report({MAP: values[0], LATENCY: values[1], STATE: outcome.state.name, REASON: outcome.reason,
+                 ATTRS: json.dumps(outcome.attrs), "checkpoint": str(outcome.checkpoint or "")})
 
 
-class StudySearcher(OptunaSearch):
-    """OptunaSearch that records each trial's attributes and checkpoint before telling its values,
-    and marks trials that reported a failure reason as FAIL."""
+def _outcome(result: dict | None, error: bool, max_failures: int) -> TrialOutcome:
+    """What a Tune trial's last result (or error) says about its Optuna trial."""
+    if error:
+        return TrialOutcome.failed(f"its Ray worker died {max_failures + 1} time(s) (process killed or node lost); "
+                                   "see the Ray logs of the trial")
+    if not result or STATE not in result:
+        return TrialOutcome.failed("Tune stopped the trial before it reported (time budget or shutdown)")
+    attrs = json.loads(result[ATTRS])
+    if result[STATE] != TrialState.COMPLETE.name:
+        return TrialOutcome(TrialState[result[STATE]], attrs=attrs, reason=result[REASON])
+    return TrialOutcome.complete((result[MAP], result[LATENCY]), attrs, Path(result["checkpoint"]))
 
-    def __init__(self, *args, study: optuna.Study, spec: StudySpec, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._study_handle = study
-        self._artifacts = artifact_store(spec)
+
+class StudySearcher(Searcher):
+    """Tune's searcher over a `StudyDriver`: each Tune trial runs one Optuna trial the driver gave
+    out (a new one, or one whose schedule another trial was running); results go back through it.
+    No metric is declared to Tune: the driver, not Tune, judges results."""
+
+    def __init__(self, driver: StudyDriver, max_failures: int) -> None:
+        super().__init__()
+        self.driver = driver
+        self.max_failures = max_failures
+        self._flights = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self.driver.finished():
+            return Searcher.FINISHED
+        flight = self.driver.next_trial()
+        if flight is None:
+            return None  # Tune asks again on its next step
+        self._flights[trial_id] = flight
+        return {**flight.params, TRIAL_NUMBER: flight.number}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        if result and FAIL_REASON in result:
-            ot_trial.set_user_attr(FAIL_REASON, result[FAIL_REASON])
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
-            return None
-        if error:
-            ot_trial.set_user_attr(FAIL_REASON, "the worker raised an error after its retries; see the Ray trial logs")
-        elif result and MAP in result:
-            outcome = TrialOutcome((result[MAP], result[LATENCY]), json.loads(result[ATTRS]), Path(result["checkpoint"]))
-            record_outcome(self._study_handle, ot_trial._trial_id, outcome, self._artifacts)
-        return super().on_trial_complete(trial_id, result, error)
-
-
-class RayProgress(tune.Callback):
-    """Feeds Tune's trial events to a `StudyProgress`.
-
-    Tune pickles its callbacks with the experiment state for `Tuner.restore`; a live terminal view
-    does not pickle, and tadprune resumes studies from their Optuna storage instead, so a pickled
-    copy carries no view."""
-
-    def __init__(self, view: StudyProgress | None) -> None:
-        self.view = view
+        flight = self._flights.pop(trial_id, None)
+        if flight is not None:
+            self.driver.finish(flight, _outcome(result, error, self.max_failures))
 
     def __getstate__(self) -> dict:
-        return {"view": None}
+        """Tune pickles its search algorithm with the experiment (`tuner.pkl`, for `Tuner.restore`);
+        a live driver (threads, database connections) does not pickle, and tadprune resumes a study
+        from its storage instead, so a pickled copy carries no driver."""
+        return {**self.__dict__, "driver": None, "_flights": {}}
 
-    def _running_changed(self, delta: int) -> None:
-        if self.view is not None:
-            self.view.running += delta
-            self.view.refresh()
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study lives in its storage, and a launch resumes from there."""
 
-    def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(+1)
-
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(-1)
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._running_changed(-1)
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see `save`)."""
 
 
-def connect(spec: StudySpec) -> None:
+def connect(spec: StudySpec, quiet: bool = False, timeout_s: float = 10) -> None:
     """A local Ray with this machine's CPUs (and GPUs) on a laptop, the running cluster when
-    `--address` / `RAY_ADDRESS` names one."""
-    if not ray.is_initialized():
-        address = spec.runner.address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    `--address` / `RAY_ADDRESS` names one. A cluster that does not answer within `timeout_s` is an
+    error naming the address (Ray itself would retry for minutes)."""
+    address = spec.runner.address or os.environ.get("RAY_ADDRESS")
+    if address and address != "auto":
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        except (OSError, ValueError) as error:
+            raise RayConnectionError(f"Ray address {address}: no cluster answers ({error}); start one with "
+                                     "`ray start --head`, or leave out --address / RAY_ADDRESS for a local Ray") from None
+    if ray.is_initialized():
+        return
+    if quiet:
+        os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a dead worker's error is in the trial's reason
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR if quiet else logging.WARNING)
+    except ConnectionError as error:
+        raise RayConnectionError(f"Ray address {address}: {error}") from None
 
 
-def remote_groundwork(spec: StudySpec, needed: dict[str, bool]) -> Groundwork:
-    """`compute_groundwork` as a Ray task with a trial's resources, so the driver does no model work."""
-    connect(spec)
+def remote_groundwork(spec: StudySpec, needed: dict[str, bool], say: Callable[[str], None]) -> Groundwork:
+    """The groundwork as a Ray task with a trial's resources, so the driver does no model work; its
+    progress lines reach `say` as the worker yields them."""
     resources = spec.runner.resources
     task = ray.remote(_groundwork).options(num_cpus=resources.cpu, num_gpus=resources.gpu)
-    return ray.get(task.remote(spec.model_dump_json(), needed))
+    stream = task.remote(spec.model_dump_json(), needed)
+    return run_groundwork((ray.get(ref) for ref in stream), say)
 
 
-def _groundwork(spec_json: str, needed: dict[str, bool]) -> Groundwork:
-    runner = prepare_runner(StudySpec.model_validate_json(spec_json), show_progress=False)
-    return compute_groundwork(runner, needed, show_progress=False)
+def _groundwork(spec_json: str, needed: dict[str, bool]):
+    spec = StudySpec.model_validate_json(spec_json)
+    if not (spec.base_model / "model.safetensors").exists():
+        yield f"training the base model ({spec.train.epochs} epochs) into {spec.base_model}"
+    runner = prepare_runner(spec, show_progress=False)
+    yield from groundwork_steps(runner, needed)
 
 
-def run_ray(study: optuna.Study, spec: StudySpec, encoding_distributions: dict, n_trials: int | None,
-            timeout_s: float | None, callbacks: list[tune.Callback] | None = None) -> None:
-    """Run up to `n_trials` trials (None: until `timeout_s`) on Ray (see `connect`)."""
+def run_ray(driver: StudyDriver, spec: StudySpec) -> None:
+    """Run trials on Ray (see `connect`) until the driver is finished or the time is up."""
     # Tune's newer console output prints a configuration box and a TensorBoard hint even at
     # verbose=0; the legacy reporter stays quiet, leaving the study's own progress line.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    connect(spec)
-    searcher = StudySearcher(space=encoding_distributions, metric=[MAP, LATENCY], mode=["max", "min"],
-                             sampler=study.sampler, study_name=study.study_name, storage=study._storage,
-                             study=study, spec=spec)
+    searcher = StudySearcher(driver, spec.runner.max_failures)
     resources = {"cpu": spec.runner.resources.cpu, "gpu": spec.runner.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec_json=spec.model_dump_json()), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.runner.max_concurrent),
-                                    num_samples=n_trials if n_trials is not None else -1, time_budget_s=timeout_s),
-        run_config=tune.RunConfig(name=spec.name, storage_path=str((spec.artifact_dir / "ray").resolve()),
+                                    num_samples=-1, time_budget_s=spec.timeout_s,
+                                    # A worker keeps its process, and so its TrialRunner (model, data,
+                                    # caches), from one trial to the next: no start-up per trial.
+                                    reuse_actors=True),
+        # One Tune experiment per launch: drivers sharing a study do not share Tune's state files.
+        run_config=tune.RunConfig(name=f"{spec.name}-launch{driver.launch}",
+                                  storage_path=str((spec.artifact_dir / "ray").resolve()),
                                   failure_config=tune.FailureConfig(max_failures=spec.runner.max_failures),
-                                  callbacks=callbacks, verbose=0),
+                                  verbose=0),
     )
     tuner.fit()

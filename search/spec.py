@@ -2,18 +2,16 @@
 latency settings, the sampler, the budget, the runner and where results are stored."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pruning.alignment import AlignmentConfig
 from pruning.selection import SelectionConfig
 from tadmodels.profile.latency import TimingConfig
-from tadmodels.spec import ExperimentSpec, load_spec
+from tadmodels.spec import ExperimentSpec, SpecError, load_spec
 
 
 class SearchSpace(BaseModel):
@@ -64,6 +62,16 @@ class RunnerSettings(BaseModel):
     max_concurrent: int = Field(default=2, ge=1)
     max_failures: int = Field(default=1, ge=0, description="Ray retries of a trial whose worker died")
     address: str | None = Field(default=None, description="Ray cluster address; None: RAY_ADDRESS or a local Ray")
+    heartbeat_s: int = Field(default=10, ge=1, description="the driver beats for its trials and claims this often")
+    grace_s: int = Field(default=120, ge=2, description="a trial or claim without a beat for this long belongs "
+                                                       "to a driver that died: other drivers fail or take it over")
+
+    @model_validator(mode="after")
+    def _grace_covers_beats(self) -> "RunnerSettings":
+        if self.grace_s < 2 * self.heartbeat_s:
+            raise ValueError(f"grace_s ({self.grace_s}) must be at least twice heartbeat_s ({self.heartbeat_s}), "
+                             "or a live driver's trials could be taken for stale")
+        return self
 
 
 class StudySpec(ExperimentSpec):
@@ -78,8 +86,11 @@ class StudySpec(ExperimentSpec):
     sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     population_size: int = Field(default=8, ge=2, description="NSGA-II population")
     seed: int = 0
-    n_trials: int | None = Field(default=None, ge=1)
-    timeout_s: float | None = Field(default=None, gt=0)
+    n_trials: int | None = Field(default=None, ge=1, description="complete trials the study should have in all "
+                                 "(from every launch and driver; failed trials do not count)")
+    timeout_s: float | None = Field(default=None, gt=0, description="a launch starts no trial after this many seconds")
+    max_failed_trials: int = Field(default=20, ge=1, description="a launch starts no trial after this many of its "
+                                   "trials failed (a study whose every trial fails would never reach n_trials)")
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     storage: str | None = Field(default=None, description="SQLAlchemy URL; None: sqlite:///studies/<name>.db")
     artifacts: Path | None = Field(default=None, description="artifact and cache directory; None: studies/<name>.artifacts")
@@ -99,11 +110,19 @@ class StudySpec(ExperimentSpec):
         return self.artifacts or Path("studies") / f"{self.name}.artifacts"
 
     def with_overrides(self, **overrides) -> "StudySpec":
-        """The spec with command-line overrides (storage, n_trials, timeout_s, runner, address) that are set."""
+        """The spec with command-line overrides (storage, n_trials, timeout_s, runner, address) that
+        are set; a bad value is reported under its option's name (`--runner: ...`)."""
         given = {k: v for k, v in overrides.items() if v is not None}
         runner = {**self.runner.model_dump(), **{("kind" if k == "runner" else k): given.pop(k)
                                                  for k in ("runner", "address") if k in given}}
-        return type(self).model_validate({**self.model_dump(), **given, "runner": runner})
+        try:
+            return type(self).model_validate({**self.model_dump(), **given, "runner": runner})
+        except ValidationError as error:
+            options = {"runner.kind": "--runner", "runner.address": "--address", "n_trials": "--n-trials",
+                       "timeout_s": "--timeout", "storage": "--storage"}
+            problems = [f"{options.get('.'.join(map(str, e['loc'])), '.'.join(map(str, e['loc'])))}: {e['msg']}"
+                        for e in error.errors()]
+            raise SpecError("invalid option\n" + "\n".join(f"  {p}" for p in problems)) from None
 
     def resolved(self) -> "StudySpec":
         """The spec with its paths made absolute, for workers that run in other directories."""
@@ -115,10 +134,8 @@ class StudySpec(ExperimentSpec):
     def search_fields(self) -> dict:
         """What defines the study's trials; a resume under the same name must match it. The budget,
         runner, storage and artifact place may change between launches."""
-        return self.model_dump(mode="json", exclude={"n_trials", "timeout_s", "runner", "storage", "artifacts"})
-
-    def search_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.search_fields(), sort_keys=True).encode()).hexdigest()[:16]
+        return self.model_dump(mode="json", exclude={"n_trials", "timeout_s", "max_failed_trials", "runner", "storage",
+                                                     "artifacts"})
 
 
 def load_study_spec(path: Path) -> StudySpec:

@@ -1,23 +1,31 @@
-"""The Optuna study behind a search: created or resumed in an RDB storage, seeded with the greedy
-Progressive Block Drop chain, and the bookkeeping every runner shares."""
+"""The Optuna study behind a search: its storage, created or resumed under a spec, its groundwork
+(the base model's figures and the greedy Progressive Block Drop chain, computed once per study)
+and the greedy chain's baseline trials."""
 from __future__ import annotations
 
 import json
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+import sqlalchemy
+import torch
+from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from pruning.progressive import drop_step
 from pruning.selection import select_block
-from tadmodels.training import train_and_save
+from tadmodels.models import TADModel
+from tadmodels.spec import load_spec
+from tadmodels.training import Experiment, train_and_save
 
-from .objective import LATENCY, MAP, TrialFailure, TrialOutcome, TrialRunner
+from .claims import StudyClaims, creating_tables
+from .encoding import DROPS, ScheduleEncoding
+from .objective import LATENCY, MAP, TrialRunner
 from .spec import StudySpec
 
 METRIC_NAMES = [MAP, LATENCY]
@@ -29,10 +37,54 @@ class StudySpecChanged(ValueError):
     """A launch under an existing study name with a spec that defines different trials."""
 
 
-def storage_for(url: str) -> RDBStorage:
-    """An RDB storage; SQLite waits for a busy database instead of failing at once."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return RDBStorage(url, engine_kwargs=engine_kwargs)
+class StorageError(ValueError):
+    """A storage URL that cannot be used; the message names it (password hidden) and what is wrong."""
+
+
+def storage_for(url: str, create: bool = True, heartbeat_s: int | None = None,
+                grace_s: int | None = None) -> RDBStorage:
+    """The RDB storage at `url`, with URL mistakes named instead of raised by SQLAlchemy.
+
+    `create=False` is for commands that only read: a SQLite file that does not exist is an error
+    there, not a new empty database. `heartbeat_s`/`grace_s` enable Optuna's trial heartbeats
+    (a driver's storage; see `search.lifecycle`). SQLite waits for a busy database instead of
+    failing at once, since several drivers and their heartbeat threads write to one file.
+    """
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage {url!r}: not a SQLAlchemy URL; expected sqlite:///path/to/study.db "
+                           "or postgresql+psycopg2://user:password@host/database") from None
+    shown = shown_url(url)
+    if parsed.drivername.split("+")[0] == "postgres":
+        raise StorageError(f"storage {shown}: SQLAlchemy names PostgreSQL 'postgresql', not 'postgres'; "
+                           "write postgresql+psycopg2://user:password@host/database")
+    engine_kwargs = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise StorageError(f"storage {shown}: a study needs a database file, e.g. sqlite:///studies/demo.db")
+        path = Path(parsed.database)
+        if not create and not path.is_file():
+            raise StorageError(f"storage {shown}: no database file {path.resolve()}")
+        if not path.parent.is_dir():
+            raise StorageError(f"storage {shown}: directory {path.parent.resolve()} does not exist")
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return creating_tables(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                                      grace_period=grace_s))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+        detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise StorageError(f"storage {shown}: cannot open it: {detail}") from None
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages show it: without its password."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
 
 
 def constraint_values(user_attrs: dict, budgets: dict) -> list[float]:
@@ -45,16 +97,32 @@ def constraint_values(user_attrs: dict, budgets: dict) -> list[float]:
     return values
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
-    """The spec's sampler. Budgets reach it through each trial's stored constraints, which Optuna 5
-    samplers read (its `constraints_func` argument is deprecated)."""
+def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
+    """The spec's sampler with `seed` (each launch has its own, see `StudyDriver`). Budgets reach
+    it through each trial's stored constraints, which Optuna 5 samplers read (its
+    `constraints_func` argument is deprecated)."""
     if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=spec.seed)
+        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=seed)
     if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
     if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=spec.seed)
-    return optuna.samplers.RandomSampler(seed=spec.seed)
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def check_against_model_and_data(spec: StudySpec) -> list[str]:
+    """What the spec can only be checked against: the model's droppable blocks (the base model's
+    own config when it exists, else the spec's model, built on the meta device, so no weights) and
+    the dataset's labels. Run before anything is written, so a bad value leaves nothing behind.
+    Returns the droppable blocks."""
+    config_path = spec.base_model / "config.yaml"
+    model_config = load_spec(config_path).model if config_path.exists() else spec.model
+    with torch.device("meta"):
+        model = TADModel(model_config)
+    ScheduleEncoding(spec.search, model.droppable_blocks())
+    if spec.data.annotations_path.exists() or spec.data.synthetic is None:
+        Experiment.from_spec(spec, model)  # reads the annotations: missing files, class count
+    return model.droppable_blocks()
 
 
 def _differences(old, new, path: str = "") -> list[str]:
@@ -64,57 +132,47 @@ def _differences(old, new, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
-def open_study(spec: StudySpec, storage_url: str, budgets: dict) -> optuna.Study:
-    """Create the study, or resume it when one of that name exists with the same spec.
-
-    Trials a killed driver left RUNNING are failed with the reason; baseline trials among them are
-    enqueued again, so the greedy chain is complete exactly once.
-    """
-    storage = storage_for(storage_url)
+def open_study(spec: StudySpec, storage: RDBStorage, budgets: dict) -> optuna.Study:
+    """Create the study, or resume it when one of that name exists with the same spec. Two drivers
+    may create it at once: one creates, the other finds it (and waits for its spec to be stored)."""
     identity = {"spec": spec.search_fields(), "budgets": budgets}
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    if spec.name in existing:
+    try:
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=["maximize", "minimize"])
+    except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=spec.name, storage=storage)
-        stored = {"spec": study.user_attrs.get("spec"), "budgets": study.user_attrs.get("budgets")}
+        stored = _stored_identity(study)
         changes = _differences(stored, identity)
         if changes:
-            raise StudySpecChanged(f"study {spec.name!r} in {storage_url} was launched with a different spec; "
-                                   "use a new name or restore the spec. Changed:\n  " + "\n  ".join(changes))
-        study.sampler = make_sampler(spec)
-        _fail_stale_trials(study)
+            raise StudySpecChanged(f"study {spec.name!r} in {shown_url(storage.url)} was launched with a different spec; "
+                                   "use a new name or restore the spec. Changed:\n  " + "\n  ".join(changes)) from None
         return study
-    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
-                                directions=["maximize", "minimize"])
     with warnings.catch_warnings():
         # Experimental since Optuna 3.2 and unchanged since; the dashboard labels the axes with it.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(METRIC_NAMES)
-    study.set_user_attr("spec", identity["spec"])
     study.set_user_attr("budgets", budgets)
+    study.set_user_attr("spec", identity["spec"])  # last: its presence marks a study fully created
     return study
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
-    storage = study._storage
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", "the driver stopped before the trial finished")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if trial.user_attrs.get(BASELINE_ATTR) == GREEDY:
-            study.enqueue_trial(trial.params, user_attrs={BASELINE_ATTR: GREEDY})
+def _stored_identity(study: optuna.Study, wait_s: float = 30) -> dict:
+    deadline = time.monotonic() + wait_s
+    while "spec" not in study.user_attrs and time.monotonic() < deadline:
+        time.sleep(0.5)  # another driver is creating the study right now
+    attrs = study.user_attrs
+    return {"spec": attrs.get("spec"), "budgets": attrs.get("budgets")}
 
 
 @dataclass
 class Groundwork:
     """What a study computes once before its trials, wherever trials run (a Ray worker under the
     `ray` runner, so that a head node without a GPU does no model work): the base model's mAP and
-    latency, and the greedy PBD chain with the parameters that encode each of its prefixes."""
+    latency, and the greedy PBD chain."""
 
-    droppable_blocks: list[str]
     base_map: float | None = None
     base_latency_ms: float | None = None
     chain: list[str] | None = None
     selection_scores: list[dict] | None = None
-    baseline_params: list[dict] | None = None
 
 
 def prepare_runner(spec: StudySpec, show_progress: bool = True) -> TrialRunner:
@@ -125,68 +183,107 @@ def prepare_runner(spec: StudySpec, show_progress: bool = True) -> TrialRunner:
 
 
 def groundwork_needed(study: optuna.Study) -> dict[str, bool]:
-    return {"base": "base_latency_ms" not in study.user_attrs, "chain": "greedy_chain" not in study.user_attrs}
+    attrs = study.user_attrs
+    return {"base": "base_latency_ms" not in attrs, "chain": "greedy_chain" not in attrs}
 
 
-def compute_groundwork(runner: TrialRunner, needed: dict[str, bool], show_progress: bool = True) -> Groundwork:
+def groundwork_steps(runner: TrialRunner, needed: dict[str, bool]) -> Iterator[str | Groundwork]:
     """The base model's figures and the greedy chain (its aligned prefixes land in the prefix
-    cache, so the chain's trials align nothing), as far as `needed` asks."""
-    work = Groundwork(droppable_blocks=runner.base.droppable_blocks())
+    cache, so the chain's trials align nothing), as far as `needed` asks. A generator: it yields a
+    line of progress before and after each long step, then the `Groundwork`, so that a driver can
+    show progress made on a Ray worker as it happens."""
+    work = Groundwork()
     if needed["base"]:
+        yield "base model: timing it and computing its mAP"
         work.base_latency_ms = runner.latency(runner.base)[0]["median_ms"]
         work.base_map = runner.experiment.evaluate(runner.base, profile=False)["average_mAP"]
+        yield f"base model: mAP {100 * work.base_map:.2f}, latency {work.base_latency_ms:.2f} ms"
     if needed["chain"]:
-        work.chain, work.selection_scores = greedy_chain(runner, show_progress)
-        work.baseline_params = [runner.encoding.encode(work.chain[:k]) for k in range(1, len(work.chain) + 1)]
-    return work
+        work.chain, work.selection_scores = [], []
+        yield from _greedy_chain(runner, work.chain, work.selection_scores)
+    yield work
 
 
-def greedy_chain(runner: TrialRunner, show_progress: bool) -> tuple[list[str], list[dict]]:
+def _greedy_chain(runner: TrialRunner, chain: list[str], scores: list[dict]) -> Iterator[str]:
     spec, experiment = runner.spec, runner.experiment
     allowed = set(runner.encoding.blocks)
     train_set = experiment.dataset(spec.data.train_subset)
-    model, chain, scores = runner.base, [], []
-    for step in range(spec.search.max_drops):
+    model, steps = runner.base, spec.search.max_drops
+    for step in range(1, steps + 1):
+        yield f"greedy step {step}/{steps}: scoring {len(allowed - set(chain))} blocks ({spec.selection.criterion})"
         selection = select_block(model, train_set, spec.selection, spec.eval.tious).restricted(allowed - set(chain))
         chain.append(selection.chosen)
-        scores.append(selection.scores)
-        if show_progress:
-            print(f"greedy step {step + 1}/{spec.search.max_drops}: drop {selection.chosen}", flush=True)
+        scores.append(selection.to_json())
+        yield f"greedy step {step}/{steps}: drop {selection.chosen}, aligning"
         model = drop_step(experiment, runner.base, model, selection.chosen, spec.alignment)
         runner.prefixes.put(chain, model)
-    return chain, scores
+
+
+def run_groundwork(steps: Iterator[str | Groundwork], say: Callable[[str], None]) -> Groundwork:
+    """Drive `groundwork_steps` (here or as they arrive from a worker), passing progress to `say`."""
+    for item in steps:
+        if isinstance(item, Groundwork):
+            return item
+        say(item)
+    raise RuntimeError("the groundwork ended without a result")
+
+
+def ensure_groundwork(study: optuna.Study, claims: StudyClaims, compute: Callable[[dict], Groundwork],
+                      say: Callable[[str], None], poll_s: float = 2.0) -> None:
+    """Compute what `groundwork_needed` says, once per study: the driver that claims `groundwork`
+    computes and records it, the others wait for it (and take over if that driver dies, when its
+    claim's lease expires)."""
+    waiting_for = None
+    while any((needed := groundwork_needed(study)).values()):
+        claim = claims.claim("groundwork")
+        if not claim.held:
+            if claim.owner != waiting_for:
+                say(f"waiting for the groundwork (base model figures, greedy chain) that {claim.owner} computes")
+                waiting_for = claim.owner
+            time.sleep(poll_s)
+            continue
+        try:
+            if any((needed := groundwork_needed(study)).values()):  # the previous holder may have finished
+                record_groundwork(study, compute(needed))
+        finally:
+            claims.release("groundwork")
 
 
 def record_groundwork(study: optuna.Study, work: Groundwork) -> None:
-    """Store what was computed; the greedy chain's schedules are enqueued as trials marked
-    `baseline = greedy`, once (its attribute is written last)."""
+    """Store what was computed; `greedy_chain` is written last, as it marks the chain done."""
     if work.base_latency_ms is not None:
         study.set_user_attr("base_latency_ms", work.base_latency_ms)
         study.set_user_attr("base_map", work.base_map)
     if work.chain is not None:
-        for params in work.baseline_params:
-            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: GREEDY})
         study.set_user_attr("greedy_selection_scores", work.selection_scores)
         study.set_user_attr("greedy_chain", work.chain)
 
 
-def record_outcome(study: optuna.Study, trial_id: int, outcome: TrialOutcome, artifacts: FileSystemArtifactStore) -> None:
-    """User attributes, constraints and the checkpoint (as Optuna artifacts) of a finished trial,
-    written before its values are told so they are there whenever the trial shows as complete."""
-    storage = study._storage
-    for key, value in outcome.attrs.items():
-        storage.set_trial_user_attr(trial_id, key, value)
-    storage.set_trial_user_attr(trial_id, MAP, outcome.values[0])
-    budgets = study.user_attrs.get("budgets", {})
-    if any(v is not None for v in budgets.values()):
-        attrs = {**outcome.attrs, MAP: outcome.values[0]}
-        storage.set_trial_system_attr(trial_id, CONSTRAINTS_KEY, constraint_values(attrs, budgets))
-    if outcome.checkpoint is not None:
-        frozen = storage.get_trial(trial_id)
-        ids = {name: upload_artifact(artifact_store=artifacts, file_path=str(outcome.checkpoint / name),
-                                     study_or_trial=frozen, storage=storage)
-               for name in ("model.safetensors", "config.yaml")}
-        storage.set_trial_user_attr(trial_id, "checkpoint_artifacts", ids)
+def _baseline_step(trial: optuna.trial.FrozenTrial) -> int | None:
+    """Which prefix of the greedy chain a baseline trial runs: its number of drops (a waiting
+    trial has its parameters as `fixed_params` only)."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return params.get(DROPS)
+
+
+def enqueue_missing_baseline(study: optuna.Study, claims: StudyClaims, encoding: ScheduleEncoding) -> int:
+    """Enqueue, as trials marked `baseline = greedy`, each prefix of the greedy chain that no
+    complete, running or waiting trial covers: the whole chain after the groundwork, a prefix
+    again after its trial failed or its driver died. One driver at a time (a claim), so a prefix
+    is never queued twice. Returns how many were enqueued."""
+    chain = study.user_attrs.get("greedy_chain")
+    if not chain or not claims.claim("baseline").held:
+        return 0
+    try:
+        covered = {_baseline_step(t) for t in study.get_trials(deepcopy=False)
+                   if t.user_attrs.get(BASELINE_ATTR) == GREEDY
+                   and t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+        missing = [step for step in range(1, len(chain) + 1) if step not in covered]
+        for step in missing:
+            study.enqueue_trial(encoding.encode(chain[:step]), user_attrs={BASELINE_ATTR: GREEDY})
+        return len(missing)
+    finally:
+        claims.release("baseline")
 
 
 def artifact_root(spec: StudySpec) -> Path:
@@ -198,29 +295,3 @@ def artifact_root(spec: StudySpec) -> Path:
 
 def artifact_store(spec: StudySpec) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(artifact_root(spec)))
-
-
-def remaining_trials(study: optuna.Study, n_trials: int | None) -> int | None:
-    """How many more trials to run so that `n_trials` have finished (complete or failed) in all."""
-    if n_trials is None:
-        return None
-    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
-    return max(0, n_trials - finished)
-
-
-def run_local(study: optuna.Study, runner: TrialRunner, n_trials: int | None, timeout_s: float | None,
-              callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> None:
-    """Plain Optuna in this process, one trial at a time."""
-    store = artifact_store(runner.spec)
-
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        runner.encoding.suggest(trial)
-        try:
-            outcome = runner.run(trial.params, f"trial-{trial.number}")
-        except TrialFailure as error:
-            trial.set_user_attr("fail_reason", str(error))
-            raise
-        record_outcome(study, trial._trial_id, outcome, store)
-        return outcome.values
-
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s, catch=(TrialFailure,), callbacks=callbacks)

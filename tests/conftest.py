@@ -12,3 +12,15 @@ torch.set_num_threads(1)
 def tiny_setting(tmp_path_factory):
     """Path of a study spec whose data and trained base model exist (built once per test run)."""
     return build_setting(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One small local Ray for every test that runs Ray Tune in this process (starting Ray is most
+    of a small Ray test's time); `search.ray_runner.connect` finds it running."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -29,6 +29,15 @@ SPEC = {
 }
 
 
+def spec_copy(tiny_setting: Path, tmp_path: Path, **changes) -> Path:
+    """The tiny study spec with its own storage and artifacts under `tmp_path`, and `changes` applied."""
+    raw = yaml.safe_load(tiny_setting.read_text())
+    raw.update(storage=f"sqlite:///{tmp_path / 'study.db'}", artifacts=str(tmp_path / "artifacts"), **changes)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def build_setting(root: Path) -> Path:
     """Data, a trained base model and a study spec under `root`; returns the spec's path."""
     data = generate("demo", root / "data", max_videos=4)

@@ -3,7 +3,7 @@ import threading
 
 import torch
 
-from search.cache import DeviceLock, PrefixCache, latency_cache, result_cache
+from search.cache import DeviceLock, LatencyCache, PrefixCache
 from tadmodels.models import ModelConfig, TADModel
 
 TINY = {"backbone": {"type": "videomae", "preset": "tiny", "depth": 3, "dim": 32, "num_heads": 2},
@@ -28,19 +28,47 @@ def test_prefix_cache_returns_the_longest_prefix_for_the_same_settings(tmp_path)
 
 
 def test_latency_cache_is_keyed_by_architecture_shape_and_device(tmp_path):
-    cache = latency_cache(tmp_path)
+    cache = LatencyCache(tmp_path)
     cache.put(("arch", [64], "cpu (1 threads)"), {"median_ms": 3.0})
-    assert latency_cache(tmp_path).get(("arch", [64], "cpu (1 threads)")) == {"median_ms": 3.0}
+    assert LatencyCache(tmp_path).get(("arch", [64], "cpu (1 threads)")) == {"median_ms": 3.0}
     assert cache.get(("arch", [64], "cpu (2 threads)")) is None
     assert cache.get(("arch", [96], "cpu (1 threads)")) is None
 
 
-def test_result_cache_is_scoped_to_the_spec_and_base_model(tmp_path):
-    result_cache(tmp_path, "spec", "base").put(("b.1>b.0|",), {"values": [0.5, 3.0]})
-    assert result_cache(tmp_path, "spec", "base").get(("b.1>b.0|",)) == {"values": [0.5, 3.0]}
-    assert result_cache(tmp_path, "spec", "base").get(("b.0>b.1|",)) is None
-    assert result_cache(tmp_path, "other spec", "base").get(("b.1>b.0|",)) is None
-    assert result_cache(tmp_path, "spec", "retrained base").get(("b.1>b.0|",)) is None
+def test_the_first_latency_stored_is_the_one_every_trial_reports(tmp_path):
+    key = ("arch", [64], "cpu (1 threads)")
+    assert LatencyCache(tmp_path).put(key, {"median_ms": 3.0}) == {"median_ms": 3.0}
+    # A second measurement of the same architecture (another driver, another host) is not stored.
+    assert LatencyCache(tmp_path).put(key, {"median_ms": 4.5}) == {"median_ms": 3.0}
+    assert LatencyCache(tmp_path).get(key) == {"median_ms": 3.0}
+
+
+def test_a_garbled_latency_entry_is_named_discarded_and_measured_again(tmp_path):
+    key = ("arch", [64], "cpu (1 threads)")
+    cache = LatencyCache(tmp_path)
+    cache.put(key, {"median_ms": 3.0})
+    entry = next((tmp_path / "latency").glob("*.json"))
+    entry.write_bytes(b"\xff\xfe garbage")
+    assert cache.get(key) is None and not entry.exists()
+    assert cache.take_discarded() == [f"{entry}: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in "
+                                      "position 0: invalid start byte"]
+    assert cache.take_discarded() == []
+    assert cache.put(key, {"median_ms": 3.5}) == {"median_ms": 3.5}  # the new measurement takes its place
+
+
+def test_a_truncated_prefix_checkpoint_is_named_discarded_and_recomputed(tmp_path):
+    torch.manual_seed(0)
+    base = TADModel(ModelConfig.model_validate(TINY))
+    cache = PrefixCache(tmp_path, base.fingerprint(), {"epochs": 1})
+    cache.put(["backbone.blocks.2"], base.without_blocks(["backbone.blocks.2"]))
+    weights = next((tmp_path / "prefixes").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk that filled up, a copy cut short
+    assert cache.longest(["backbone.blocks.2", "backbone.blocks.0"]) == (0, None)
+    assert not weights.exists() and not weights.with_suffix(".yaml").exists()
+    [discarded] = cache.take_discarded()
+    assert discarded.startswith(f"{weights}: SafetensorError")
+    cache.put(["backbone.blocks.2"], base.without_blocks(["backbone.blocks.2"]))
+    assert cache.longest(["backbone.blocks.2"])[0] == 1
 
 
 def test_timing_waits_for_the_device_and_fine_tuning_shares_it(tmp_path):

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import optuna
 import pytest
@@ -13,19 +12,11 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
+from pipeline_fixtures import spec_copy
 from search.cli import app
+from search.encoding import PRIORITY
 from search.launch import launch
-from search.objective import TrialRunner
 from search.spec import load_study_spec
-
-
-def spec_copy(tiny_setting: Path, tmp_path: Path, **changes) -> Path:
-    """The tiny study spec with its own storage and artifacts, and `changes` applied."""
-    raw = yaml.safe_load(tiny_setting.read_text())
-    raw.update(storage=f"sqlite:///{tmp_path / 'study.db'}", artifacts=str(tmp_path / "artifacts"), **changes)
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def baseline_trials(study: optuna.Study) -> list:
@@ -60,14 +51,23 @@ def test_local_study_records_baseline_attributes_and_resumes(tiny_setting, tmp_p
     again = run("study", "launch", path, "--quiet", "--n-trials", "6", "--max-latency-ms", "1e6")
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="tiny", storage=storage)
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 6
     assert len(baseline_trials(study)) == 2
+    # The resumed launch samples with its own seed (recorded), so it explores instead of proposing
+    # the first launch's parameters again.
+    sampled = {launch: [t.params for t in complete if t.user_attrs["launch"] == launch and "baseline" not in t.user_attrs]
+               for launch in (0, 1)}
+    assert len(sampled[0]) == 2 and len(sampled[1]) == 2
+    assert not any(params in sampled[0] for params in sampled[1])
+    assert {t.user_attrs["sampler_seed"] for t in complete} == {0, 1}
 
-    pareto = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front", "--json")
+    # `--out` is a prefix: its dots stay.
+    pareto = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front.v2", "--json")
     assert pareto.exit_code == 0, pareto.output
     report = json.loads(pareto.output.strip().splitlines()[-1])
     assert report["hypervolume"]["all"] >= max(report["hypervolume"]["search"], report["hypervolume"]["greedy"])
-    assert (tmp_path / "front.png").stat().st_size > 0 and (tmp_path / "front.html").stat().st_size > 0
+    assert (tmp_path / "front.v2.png").stat().st_size > 0 and (tmp_path / "front.v2.html").stat().st_size > 0
 
     exported = run("study", "export", "--storage", storage, "--study", "tiny", "--min-map", "0", "--out", tmp_path / "best.json")
     assert exported.exit_code == 0, exported.output
@@ -100,17 +100,22 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_setting, tmp_pat
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
 
 
-def test_a_repeated_schedule_reuses_the_earlier_result(tiny_setting, tmp_path):
-    runner = TrialRunner(load_study_spec(spec_copy(tiny_setting, tmp_path)))
-    block = runner.encoding.blocks[0]
-    first = runner.run(runner.encoding.encode([block]), "first")
+def test_a_repeated_schedule_takes_the_earlier_trials_result(tiny_setting, tmp_path):
+    path = spec_copy(tiny_setting, tmp_path, n_trials=2)
+    assert run("study", "launch", path, "--quiet").exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    first = study.trials[0]
     # Other priority keys, the same schedule: only the highest-priority block drops.
-    reordered = {**runner.encoding.encode([block]), **{f"priority:{b}": 0.5 for b in runner.encoding.blocks[1:]}}
-    again = runner.run(reordered, "again")
-    assert first.attrs["cache"]["result_hit"] is False and first.attrs["cache"]["alignment_steps_run"] == 1
-    assert again.attrs["cache"] == {"prefix_reused": 1, "alignment_steps_run": 0, "latency_hit": True, "result_hit": True}
-    assert again.values == first.values and again.checkpoint == first.checkpoint
-    assert again.attrs["schedule"] == first.attrs["schedule"]
+    study.enqueue_trial({**first.params, **{k: 0.5 for k in first.params if k.startswith(PRIORITY)
+                                            and first.params[k] == 0.0}})
+    assert run("study", "launch", path, "--quiet", "--n-trials", "3").exit_code == 0
+    again = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}").trials[2]
+    assert again.params != first.params and again.state == TrialState.COMPLETE
+    assert again.user_attrs["cache"] == {"prefix_reused": 1, "alignment_steps_run": 0, "latency_hit": True,
+                                         "result_hit": True, "discarded": []}
+    assert again.user_attrs["repeat_of"] == first.number and again.values == first.values
+    assert again.user_attrs["schedule"] == first.user_attrs["schedule"]
+    assert again.user_attrs["checkpoint_artifacts"] == first.user_attrs["checkpoint_artifacts"]
 
 
 def test_spec_errors_name_the_field(tiny_setting, tmp_path):
@@ -124,25 +129,13 @@ def test_spec_errors_name_the_field(tiny_setting, tmp_path):
     assert result.exit_code == 2 and "search.max_dorps" in result.output
 
 
-def test_ray_study_with_two_workers_writes_a_loadable_study(tiny_setting, tmp_path):
-    path = spec_copy(tiny_setting, tmp_path, n_trials=4,
-                     runner={"kind": "ray", "max_concurrent": 2, "resources": {"cpu": 1}})
-    result = run("study", "launch", path, "--quiet")
-    assert result.exit_code == 0, result.output
-    assert "Configuration for experiment" not in result.output  # Tune's console box stays out of the way
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 4
-    assert len(baseline_trials(study)) == 2
-    assert all("checkpoint_artifacts" in t.user_attrs for t in complete)
-
-
 def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
-    path = spec_copy(tiny_setting, tmp_path, n_trials=30)
+    grace_s = 3
+    path = spec_copy(tiny_setting, tmp_path, n_trials=30, runner={"kind": "local", "heartbeat_s": 1, "grace_s": grace_s})
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen([sys.executable, "-m", "search.cli", "study", "launch", str(path), "--quiet"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -157,13 +150,18 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
             pytest.fail("the driver completed no trials in time")
     finally:
         driver.send_signal(signal.SIGKILL)
-        driver.wait()
+        _, stderr = driver.communicate()
+    assert stderr == ""  # --quiet: no Optuna lines, no warnings
     kept = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    left_running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
+    time.sleep(grace_s + 1)  # the killed driver's trials are stale once its heartbeat is this old
     result = run("study", "launch", path, "--quiet", "--n-trials", str(len(kept) + 2))
     assert result.exit_code == 0, result.output
     study = optuna.load_study(study_name="tiny", storage=storage)
     complete = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    assert kept <= complete and len(complete) >= len(kept) + 1
+    assert kept <= complete and len(complete) == len(kept) + 2
+    for number in left_running:
+        assert "no heartbeat" in study.trials[number].user_attrs["fail_reason"]
     completed_baseline = [t for t in baseline_trials(study) if t.state == TrialState.COMPLETE]
     assert len(completed_baseline) == 2
     assert not study.get_trials(states=(TrialState.RUNNING,))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .common import console, group, user_input_errors
@@ -22,15 +23,18 @@ StudyOption = Annotated[str, typer.Option("--study", help="study name")]
 def study_launch(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="study spec YAML")],
     storage: Annotated[Optional[str], typer.Option(help="override the spec's storage URL")] = None,
-    n_trials: Annotated[Optional[int], typer.Option(min=1, help="finished trials the study should have in all")] = None,
+    n_trials: Annotated[Optional[int], typer.Option(
+        min=1, help="complete trials the study should have in all, counting every earlier launch and every "
+                    "driver; failed trials do not count")] = None,
     timeout: Annotated[Optional[float], typer.Option(min=1, help="stop starting trials after this many seconds")] = None,
     runner: Annotated[Optional[str], typer.Option(help="ray or local (overrides the spec)")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (else RAY_ADDRESS, else a local Ray)")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option(help="latency budget, stored as an Optuna constraint")] = None,
     min_map: Annotated[Optional[float], typer.Option(help="mAP floor (fraction), stored as an Optuna constraint")] = None,
-    quiet: Annotated[bool, typer.Option(help="no live progress")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress, no Optuna or Ray messages: only the final status")] = False,
 ) -> None:
-    """Create or resume a study: train the base model if missing, enqueue the greedy PBD chain once, search."""
+    """Create or resume a study: train the base model if missing, enqueue the greedy PBD chain once, search.
+    Several launches may share a study (one storage, one artifacts directory)."""
     from search.launch import launch
     from search.spec import load_study_spec
 
@@ -47,7 +51,7 @@ def open_existing_study(storage: str, name: str):
     from search.study import storage_for
 
     try:
-        return optuna.load_study(study_name=name, storage=storage_for(storage))
+        return optuna.load_study(study_name=name, storage=storage_for(storage, create=False))
     except KeyError:
         raise ValueError(f"no study {name!r} in {storage}") from None
 
@@ -73,7 +77,8 @@ def print_status(study) -> None:
             console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
     failed = [t for t in trials if t.state == TrialState.FAIL]
     for trial in failed[-5:]:
-        console.print(f"trial {trial.number} failed: {trial.user_attrs.get('fail_reason', 'no reason recorded')}")
+        reason = trial.user_attrs.get("fail_reason", "no reason recorded")
+        console.print(f"trial {trial.number} failed: {escape(reason)}", highlight=False)
 
 
 @app.command("status")
@@ -86,7 +91,8 @@ def study_status(storage: StorageOption, study: StudyOption) -> None:
 @app.command("pareto")
 def study_pareto(
     storage: StorageOption, study: StudyOption,
-    out: Annotated[Optional[Path], typer.Option(help="PNG/HTML prefix; default studies/<study>.pareto")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="PNG/HTML prefix: writes PREFIX.png and PREFIX.html; default studies/<study>.pareto")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """The Pareto front as a table, the hypervolume of the search's front against the greedy chain's,
@@ -97,8 +103,11 @@ def study_pareto(
         handle = open_existing_study(storage, study)
         report = pareto_report(handle)
     prefix = out or Path("studies") / f"{study}.pareto"
+    if prefix.suffix in (".png", ".html"):
+        prefix = prefix.with_suffix("")
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    png, html = prefix.with_suffix(".png"), prefix.with_suffix(".html")
+    # Appended, not swapped in: a prefix such as `front.v2` keeps its dots.
+    png, html = prefix.with_name(f"{prefix.name}.png"), prefix.with_name(f"{prefix.name}.html")
     plot_png(handle, report, png)
     plot_html(handle, report, html)
     if as_json:

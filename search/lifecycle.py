@@ -1,0 +1,333 @@
+"""The life of a trial, in one place for every runner:
+
+1. ask (driver): the sampler proposes parameters, or a queued baseline trial is popped;
+2. claim its schedule (driver): a schedule some trial already finished completes at once from that
+   trial's result; one that another trial (of this driver or another) is running is parked until
+   that trial ends, never run twice; otherwise this trial claims it;
+3. run (worker): `attempt` runs the schedule and turns any error into a FAIL outcome with its reason;
+4. record and tell (driver): attributes, constraints and checkpoint, then COMPLETE with the values,
+   or FAIL with the reason. A PRUNED outcome (multi-fidelity) would join here.
+
+Several drivers may share a study (each `tadprune study launch` is one). A driver beats for each
+trial it has asked and not yet told (Optuna's trial heartbeat, `runner.heartbeat_s`) and renews its
+claims with the same beat; a RUNNING trial whose heartbeat is older than `runner.grace_s` belongs
+to a driver that died, and any driver marks it FAIL (a baseline trial is queued again). A live
+driver's trials are never failed for being RUNNING. Each launch samples with its own seed,
+`seed + launch number`, both recorded on its trials, so a resumed study explores further and two
+drivers do not propose the same parameters, while a replay of the same launches repeats them.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
+
+from .claims import StudyClaims
+from .encoding import ScheduleEncoding
+from .objective import LATENCY, MAP, TrialOutcome, TrialRunner
+from .spec import StudySpec
+from .study import BASELINE_ATTR, CONSTRAINTS_KEY, artifact_store, constraint_values, enqueue_missing_baseline
+
+FAIL_REASON = "fail_reason"
+LAUNCH_ATTR, SEED_ATTR = "launch", "sampler_seed"
+# Attributes a trial has of its own, which a repeat does not copy from the trial it repeats.
+_OWN_ATTRS = {BASELINE_ATTR, LAUNCH_ATTR, SEED_ATTR, MAP, "recovered_from"}
+# Optuna warns when a heartbeat storage is used outside `Study.optimize`; here the driver beats itself.
+_HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
+
+
+def attempt(runner: TrialRunner, params: dict, label: str) -> TrialOutcome:
+    """Run one trial on a worker. An error of any kind (a NaN loss, out of memory, a schedule that
+    does not fit, a full disk) becomes a FAIL outcome naming it, with the traceback among its
+    attributes: a failing trial never stops a study, and it is not retried, since it would fail
+    again. Only a worker that dies (killed, node lost) is retried, by Ray."""
+    try:
+        return runner.run(params, label)
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        return TrialOutcome(TrialState.FAIL, reason=f"{type(error).__name__}: {error}{where}",
+                            attrs={"traceback": traceback.format_exc(limit=-8)})
+
+
+@dataclass(eq=False)
+class Flight:
+    """A trial this driver asked and has not told yet, with its schedule."""
+
+    trial: optuna.Trial
+    schedule_key: str
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    @property
+    def params(self) -> dict:
+        return self.trial.params
+
+    @property
+    def label(self) -> str:
+        """Names the trial's checkpoint directory: unique in the study, whichever runner runs it."""
+        return f"trial-{self.trial.number}"
+
+    @property
+    def claim(self) -> str:
+        return "schedule:" + hashlib.sha256(self.schedule_key.encode()).hexdigest()[:24]
+
+
+def record_outcome(study: optuna.Study, trial_id: int, outcome: TrialOutcome, artifacts: FileSystemArtifactStore) -> None:
+    """User attributes, constraints and the checkpoint (as Optuna artifacts) of a finished trial,
+    written before its values are told so they are there whenever the trial shows as complete."""
+    storage = study._storage
+    for key, value in outcome.attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    storage.set_trial_user_attr(trial_id, MAP, outcome.values[0])
+    budgets = study.user_attrs.get("budgets", {})
+    if any(v is not None for v in budgets.values()):
+        attrs = {**outcome.attrs, MAP: outcome.values[0]}
+        storage.set_trial_system_attr(trial_id, CONSTRAINTS_KEY, constraint_values(attrs, budgets))
+    if outcome.checkpoint is not None:
+        frozen = storage.get_trial(trial_id)
+        ids = {name: upload_artifact(artifact_store=artifacts, file_path=str(outcome.checkpoint / name),
+                                     study_or_trial=frozen, storage=storage)
+               for name in ("model.safetensors", "config.yaml")}
+        storage.set_trial_user_attr(trial_id, "checkpoint_artifacts", ids)
+
+
+class StudyDriver:
+    """One launch's side of a study: asks trials, routes them (run, repeat or park), records and
+    tells them, beats for them, and fails the stale trials of drivers that died. Use it as a
+    context manager: the heartbeat runs inside, and on the way out every trial it still holds is
+    failed with the reason (a baseline trial among them queued again), so nothing stays RUNNING.
+
+    `park_limit` caps the trials waiting for a schedule another trial runs (the runner's
+    concurrency); `say` receives lines for the user (a failed trial, a stale one, a repeat kept).
+    """
+
+    asks_per_call = 8  # repeats complete inside `next_trial`; past this many, the runner gets a turn
+
+    def __init__(self, study: optuna.Study, spec: StudySpec, encoding: ScheduleEncoding, claims: StudyClaims,
+                 launch: int, seed: int, say: Callable[[str], None], park_limit: int = 1) -> None:
+        self.study, self.spec, self.encoding, self.claims = study, spec, encoding, claims
+        self.launch, self.seed, self.say, self.park_limit = launch, seed, say, park_limit
+        self.storage = study._storage
+        self.distributions = encoding.distributions()
+        self.artifacts = artifact_store(spec)
+        self.flights: dict[int, Flight] = {}  # by trial id: claimed, running on a worker
+        self.parked: list[Flight] = []        # waiting for their schedule to finish elsewhere
+        self.failed_here = 0
+        self.deadline = time.monotonic() + spec.timeout_s if spec.timeout_s is not None else None
+        self._stop = threading.Event()
+        self._beat_thread = threading.Thread(target=self._beat, name="tadprune-heartbeat", daemon=True)
+        self._last_stale_check = -math.inf
+        self._said_stop = False
+
+    # -- the heartbeat ------------------------------------------------------------------------
+
+    def __enter__(self) -> "StudyDriver":
+        self._beat_thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        self._beat_thread.join()
+        reason = (f"the driver stopped before the trial finished ({exc_type.__name__})" if exc_type
+                  else "the launch ended (time budget or failure cap) before the trial finished")
+        try:
+            for flight in [*self.flights.values(), *self.parked]:
+                self._tell_failed(flight, reason)
+            self.flights.clear()
+            self.parked.clear()
+            self.claims.release_all()
+            enqueue_missing_baseline(self.study, self.claims, self.encoding)
+        except Exception as error:  # the database may be what failed: the heartbeat grace period covers it
+            if exc_type is None:
+                raise
+            self.say(f"could not mark this driver's trials failed ({error}); other drivers will, "
+                     f"{self.spec.runner.grace_s} s after its last heartbeat")
+
+    def _alive(self) -> list[int]:
+        return [*self.flights, *(f.trial._trial_id for f in list(self.parked))]
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.spec.runner.heartbeat_s):
+            try:
+                for trial_id in self._alive():
+                    self.storage.record_heartbeat(trial_id)
+                self.claims.renew()
+            except Exception as error:  # a database hiccup: the next beat tries again
+                self.say(f"heartbeat not recorded: {type(error).__name__}: {error}")
+
+    def fail_stale_trials(self) -> None:
+        """Fail the RUNNING trials whose heartbeat is older than the grace period (their driver
+        died), with the reason, and queue again the baseline trials among them. Optuna's
+        `fail_stale_trials` does the same minus the reason, which cannot be added once a trial is
+        FAIL. Checked at most once per heartbeat interval."""
+        if time.monotonic() - self._last_stale_check < self.spec.runner.heartbeat_s:
+            return
+        self._last_stale_check = time.monotonic()
+        mine, failed = set(self._alive()), 0
+        for trial_id in self.storage._get_stale_trial_ids(self.study._study_id):
+            if trial_id in mine:
+                continue
+            try:
+                self.storage.set_trial_user_attr(trial_id, FAIL_REASON, "its driver stopped: no heartbeat "
+                                                 f"for {self.spec.runner.grace_s} s")
+                self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:
+                continue  # its driver finished it after all, or another driver failed it first
+            failed += 1
+        if failed:
+            requeued = enqueue_missing_baseline(self.study, self.claims, self.encoding)
+            self.say(f"{failed} trial(s) of a driver that stopped marked failed" +
+                     (f"; {requeued} baseline trial(s) queued again" if requeued else ""))
+
+    # -- asking -------------------------------------------------------------------------------
+
+    def _counts(self) -> dict[TrialState, int]:
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        return {state: sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.RUNNING)}
+
+    def _stopping(self) -> bool:
+        """The time is up or too many of this launch's trials failed."""
+        reason = None
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            reason = f"the time budget ({self.spec.timeout_s:g} s) is spent"
+        elif self.failed_here >= self.spec.max_failed_trials:
+            reason = f"{self.failed_here} trials of this launch failed (max_failed_trials)"
+        if reason and not self._said_stop:
+            self.say(f"starting no more trials: {reason}")
+            self._said_stop = True
+        return reason is not None
+
+    def _may_ask(self) -> bool:
+        if self._stopping():
+            return False
+        if self.spec.n_trials is None:
+            return True
+        counts = self._counts()
+        return counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] < self.spec.n_trials
+
+    def finished(self) -> bool:
+        """Nothing of this launch is running or parked, and it may start no more: the study has
+        `n_trials` complete trials (from any driver), the time is up or the failure cap reached."""
+        if self.flights or self.parked:
+            return False
+        if self._stopping():
+            return True
+        return self.spec.n_trials is not None and self._counts()[TrialState.COMPLETE] >= self.spec.n_trials
+
+    def _ask(self) -> Flight:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_HEARTBEAT_WARNING)
+            trial = self.study.ask(self.distributions)
+        self.storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr(LAUNCH_ATTR, self.launch)
+        trial.set_user_attr(SEED_ATTR, self.seed)
+        return Flight(trial, self.encoding.decode(trial.params).key())
+
+    def _route(self, flight: Flight) -> Flight | None:
+        """Claim the flight's schedule: returns the flight when it is this trial's to run; completes
+        it from the earlier trial when that schedule finished; parks it while another runs it."""
+        claim = self.claims.claim(flight.claim)
+        if flight in self.parked and (claim.held or claim.done):
+            self.parked.remove(flight)
+        if claim.held:
+            self.flights[flight.trial._trial_id] = flight
+            return flight
+        if claim.done:
+            self._complete_as_repeat(flight, claim.result["trial_id"])
+        elif flight not in self.parked:
+            self.parked.append(flight)
+        return None
+
+    def next_trial(self) -> Flight | None:
+        """The next trial to run on a worker, or None when there is none to run now: the asked
+        trials wait for schedules running elsewhere, or the budget allows no more for the moment."""
+        self.fail_stale_trials()
+        for flight in list(self.parked):
+            if self._route(flight) is not None:
+                return flight
+        for _ in range(self.asks_per_call):
+            if len(self.parked) >= self.park_limit or not self._may_ask():
+                return None
+            flight = self._route(self._ask())
+            if flight is not None:
+                return flight
+        return None
+
+    # -- telling ------------------------------------------------------------------------------
+
+    def finish(self, flight: Flight, outcome: TrialOutcome) -> None:
+        """Record and tell what running `flight` gave."""
+        self.flights.pop(flight.trial._trial_id, None)
+        if outcome.state == TrialState.COMPLETE and not all(math.isfinite(v) for v in outcome.values):
+            outcome = TrialOutcome.failed(f"not finite: {MAP} {outcome.values[0]}, {LATENCY} {outcome.values[1]}")
+        for entry in outcome.attrs.get("cache", {}).get("discarded", []):
+            self.say(f"trial {flight.number}: discarded an unreadable cache entry and recomputed it: {entry}")
+        if outcome.state == TrialState.COMPLETE:
+            trial_id = self._tell_complete(flight, outcome)
+            self.claims.complete(flight.claim, {"trial_id": trial_id})
+        else:
+            self.failed_here += 1
+            self._tell_failed(flight, outcome.reason, outcome.attrs)
+
+    def _tell_complete(self, flight: Flight, outcome: TrialOutcome) -> int:
+        """COMPLETE with the outcome; returns the id of the trial that holds it. When another driver
+        failed this trial meanwhile (this driver stalled past the grace period), the result is kept
+        in a new trial with the same parameters instead of being lost."""
+        trial = flight.trial
+        try:
+            record_outcome(self.study, trial._trial_id, outcome, self.artifacts)
+            self.study.tell(trial, outcome.values, state=TrialState.COMPLETE)
+        except (UpdateFinishedTrialError, ValueError):
+            if self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                raise  # not a race with another driver: a real error
+            trial = self._recreate(trial)
+            record_outcome(self.study, trial._trial_id, outcome, self.artifacts)
+            self.study.tell(trial, outcome.values, state=TrialState.COMPLETE)
+            self.say(f"trial {flight.number} was failed by another driver while it ran; its result is kept "
+                     f"as trial {trial.number}")
+        return trial._trial_id
+
+    def _recreate(self, trial: optuna.Trial) -> optuna.Trial:
+        frozen = self.storage.get_trial(trial._trial_id)
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING, params=frozen.params, distributions=frozen.distributions,
+            user_attrs={**{k: v for k, v in frozen.user_attrs.items() if k != FAIL_REASON}, "recovered_from": trial.number})
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=template)
+        self.storage.record_heartbeat(trial_id)
+        return optuna.Trial(self.study, trial_id)
+
+    def _tell_failed(self, flight: Flight, reason: str, attrs: dict | None = None) -> None:
+        try:
+            for key, value in {**(attrs or {}), FAIL_REASON: reason}.items():
+                self.storage.set_trial_user_attr(flight.trial._trial_id, key, value)
+            self.study.tell(flight.trial, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError):
+            if self.storage.get_trial(flight.trial._trial_id).state == TrialState.RUNNING:
+                raise
+            # another driver failed it already (stale): it stays failed
+        self.claims.release(flight.claim)
+        self.say(f"trial {flight.number} failed: {reason}")
+
+    def _complete_as_repeat(self, flight: Flight, source_id: int) -> None:
+        """A schedule that trial `source_id` finished: this trial takes its values, attributes and
+        checkpoint, marked as a result-cache hit."""
+        source = self.storage.get_trial(source_id)
+        attrs = {k: v for k, v in source.user_attrs.items() if k not in _OWN_ATTRS}
+        attrs.update(repeat_of=source.number, wall_time_s=0.0,
+                     cache={"prefix_reused": len(attrs.get("drops", [])), "alignment_steps_run": 0,
+                            "latency_hit": True, "result_hit": True, "discarded": []})
+        self._tell_complete(flight, TrialOutcome.complete(tuple(source.values), attrs, checkpoint=None))
