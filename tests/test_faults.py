@@ -43,7 +43,9 @@ def runner_kind(request):
 
 def test_a_failing_trial_fails_alone_and_damaged_cache_entries_are_recomputed(tiny_setting, tmp_path, runner_kind,
                                                                              capsys):
-    path = spec_copy(tiny_setting, tmp_path, n_trials=2,
+    # One complete trial: no search trial runs, so none can draw the failed trial's schedule and
+    # answer its retry below from its own result.
+    path = spec_copy(tiny_setting, tmp_path, n_trials=1,
                      runner={"kind": runner_kind, "max_concurrent": 2, "resources": {"cpu": 1}})
     # Trial 0 (the greedy chain's first prefix) cannot write its checkpoint: a file stands where its
     # directory goes, as a full or broken disk would stop it after all its work.
@@ -56,7 +58,7 @@ def test_a_failing_trial_fails_alone_and_damaged_cache_entries_are_recomputed(ti
     assert failed.user_attrs["fail_reason"].startswith(f"FileExistsError: [Errno 17] File exists: '{blocked}'")
     assert "Traceback" in failed.user_attrs["traceback"]
     # The study went on: n_trials counts complete trials, so another trial took the failed one's place.
-    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 1
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert all("checkpoint_artifacts" in t.user_attrs for t in study.get_trials(states=(TrialState.COMPLETE,)))
     out, err = capsys.readouterr()
@@ -71,7 +73,7 @@ def test_a_failing_trial_fails_alone_and_damaged_cache_entries_are_recomputed(ti
         weights.write_bytes(weights.read_bytes()[:64])
     for record in (tmp_path / "artifacts" / "cache" / "latency").glob("*.json"):
         record.write_bytes(b"\xff\xfe{")
-    study = launch(load_study_spec(path).with_overrides(n_trials=3), NO_BUDGETS, show_progress=True)
+    study = launch(load_study_spec(path).with_overrides(n_trials=2), NO_BUDGETS, show_progress=True)
     retried = study.trials[-1]
     assert retried.state == TrialState.COMPLETE and retried.user_attrs["baseline"] == "greedy"
     assert retried.user_attrs["drops"] == study.user_attrs["greedy_chain"][:1]
