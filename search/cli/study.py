@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -59,9 +60,11 @@ def open_existing_study(storage: str, name: str):
 def print_status(study) -> None:
     from optuna.trial import TrialState
 
+    from search.lifecycle import PRUNE_REASON
+
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
-    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
+    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
         table.add_row(state.name.lower(), str(sum(t.state == state for t in trials)))
     console.print(table)
     attrs = study.user_attrs
@@ -72,13 +75,39 @@ def print_status(study) -> None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
         console.print(f"Pareto front: {len(study.best_trials)} trials; best mAP {100 * max(t.values[0] for t in complete):.2f}")
-        repeats = sum(t.user_attrs.get("cache", {}).get("result_hit", False) for t in complete)
-        if repeats:
-            console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    if pruned:
+        where = Counter(_pruned_where(t.user_attrs) for t in pruned)
+        console.print("pruned: " + ", ".join(f"{count} {key}" for key, count in sorted(where.items())), highlight=False)
+        for trial in pruned[-10:]:
+            line = (f"trial {trial.number} pruned {_pruned_where(trial.user_attrs)}{_rung_values(trial.user_attrs)}: "
+                    f"{trial.user_attrs.get(PRUNE_REASON, 'no reason recorded')}")
+            console.print(escape(line), highlight=False)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     for trial in failed[-5:]:
         reason = trial.user_attrs.get("fail_reason", "no reason recorded")
         console.print(f"trial {trial.number} failed: {escape(reason)}", highlight=False)
+
+
+def _pruned_where(attrs: dict) -> str:
+    """Where a PRUNED trial stopped, from its attributes (`search.lifecycle`)."""
+    from search.lifecycle import BEFORE_ALIGNMENT, PRUNED_AT, REPEAT_OF
+
+    if REPEAT_OF in attrs:
+        return "as a repeat (no trial slot used)"
+    stopped = attrs.get(PRUNED_AT)
+    if stopped is None:
+        return "(where not recorded)"
+    return BEFORE_ALIGNMENT if stopped == BEFORE_ALIGNMENT else f"at rung {stopped}"
+
+
+def _rung_values(attrs: dict) -> str:
+    """The rungs a trial reached, as ` [rung 0: mAP 41.20 at 3.10 ms; ...]` (empty when none)."""
+    from search.lifecycle import RUNGS
+
+    rungs = attrs.get(RUNGS) or []
+    return (" [" + "; ".join(f"rung {r['rung']} ({r['epochs']} ep, {r['split']}): mAP {100 * r['average_mAP']:.2f} at "
+                             f"{r['latency_ms']:.2f} ms" for r in rungs) + "]") if rungs else ""
 
 
 @app.command("status")
@@ -93,15 +122,24 @@ def study_pareto(
     storage: StorageOption, study: StudyOption,
     out: Annotated[Optional[Path], typer.Option(
         help="PNG/HTML prefix: writes PREFIX.png and PREFIX.html; default studies/<study>.pareto")] = None,
+    map_tolerance: Annotated[Optional[float], typer.Option(
+        min=0, max=1, help="reference point: the base model's mAP minus this (default: the spec's pareto.map_tolerance)")] = None,
+    ref_latency_ms: Annotated[Optional[float], typer.Option(
+        min=0, help="reference point's latency (default: the spec's pareto.latency_ms, else the base model's)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The Pareto front as a table, the hypervolume of the search's front against the greedy chain's,
-    and PNG (matplotlib) and HTML (plotly) plots with the greedy chain drawn."""
+    """The Pareto front as a table; the hypervolume of the search's front, of each baseline family's
+    (the greedy chain; the chain followed by channel pruning) and of their union, within the
+    reference point; PNG (matplotlib) and HTML (plotly) plots with the families drawn."""
     from search.pareto import pareto_report, plot_html, plot_png
+    from search.spec import ParetoSettings
 
     with user_input_errors():
         handle = open_existing_study(storage, study)
-        report = pareto_report(handle)
+        stored = ParetoSettings.model_validate(handle.user_attrs.get("pareto", {}))
+        settings = stored.model_copy(update={k: v for k, v in {"map_tolerance": map_tolerance,
+                                                               "latency_ms": ref_latency_ms}.items() if v is not None})
+        report = pareto_report(handle, settings)
     prefix = out or Path("studies") / f"{study}.pareto"
     if prefix.suffix in (".png", ".html"):
         prefix = prefix.with_suffix("")
@@ -122,11 +160,14 @@ def study_pareto(
         table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
                       f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
-    mAP_ref, latency_ref = report.reference
-    console.print(f"hypervolume (reference point: mAP {mAP_ref:.2f}, latency {latency_ref:.2f} ms): "
-                  f"search {report.hypervolume_search:.4f}, greedy chain {report.hypervolume_greedy:.4f}, "
-                  f"all {report.hypervolume_all:.4f}")
-    console.print(f"search trials no greedy trial dominates: {report.undominated_by_greedy or 'none'}")
+    console.print(f"reference point: {report.reference.how}", highlight=False)
+    volumes, ratios = report.hypervolume, report.ratios()
+    console.print("hypervolume (mAP x ms): " + ", ".join(f"{name} {value:.5g}" for name, value in volumes.items()),
+                  highlight=False)
+    console.print("search / baseline: " + ", ".join(
+        f"{name} {ratio:.3f}" if ratio is not None else f"{name} n/a (its hypervolume is 0)"
+        for name, ratio in ratios.items()), highlight=False)
+    console.print(f"search trials no baseline trial dominates: {report.undominated_by_baselines or 'none'}")
     console.print(f"plots: {png}, {html}")
 
 
@@ -148,10 +189,11 @@ def study_export(
 ) -> None:
     """Write the best schedule under the budget (and its checkpoint, when the study stored one)."""
     from search.export import best_under_budget, export_schedule
+    from search.pareto import average_map, latency_ms
 
     with user_input_errors():
         handle = open_existing_study(storage, study)
         trial = best_under_budget(handle, max_latency_ms, min_map)
         model_dir = export_schedule(handle, trial, out)
-    console.print(f"trial {trial.number}: mAP {100 * trial.values[0]:.2f}, latency {trial.values[1]:.2f} ms, "
+    console.print(f"trial {trial.number}: mAP {100 * average_map(trial):.2f}, latency {latency_ms(trial):.2f} ms, "
                   f"drops {trial.user_attrs.get('drops')} -> {out}" + (f", checkpoint {model_dir}" if model_dir else ""))
