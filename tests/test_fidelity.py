@@ -242,6 +242,7 @@ def test_a_multi_fidelity_study_runs_under_both_runners(tiny_setting, tmp_path, 
         assert rungs[-1]["average_mAP"] == trial.values[0] and not math.isnan(rungs[0]["average_mAP"])
         # Epochs spent: at most each drop at rung 1 and at the full rung (cached prefixes cost nothing).
         assert 0 <= trial.user_attrs["alignment_compute"]["epochs"] <= 3 * len(trial.user_attrs["drops"])
-    # A seeded trial the same as a greedy one is a repeat: pruned, at no trial slot.
+    # A seeded trial the same as a greedy one is a repeat: pruned, at no trial slot. No trial stops
+    # at a rung (min_peers is above the study's size); one may stop before alignment.
     for trial in study.get_trials(states=(TrialState.PRUNED,)):
-        assert "repeat_of" in trial.user_attrs
+        assert "repeat_of" in trial.user_attrs or trial.user_attrs["pruned_at"] == "before alignment", states
