@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -90,7 +91,12 @@ def start_launch(spec: StudySpec, run_dir: Path) -> tuple[subprocess.Popen, floa
     spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
     log = open(run_dir / "launch.log", "w")
     command = [sys.executable, "-m", "search.cli", "study", "launch", str(spec_path), "--quiet"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
+    # Its own temporary directory, hence its own device lock (`search.cache.DeviceLock`): studies
+    # side by side (and other users of the host) would otherwise hold each other's timings back,
+    # each waiting for a moment when no other trial computes. The figures' cost axis is MACs.
+    (run_dir / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(run_dir / "tmp")}
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
 
 
 def run_all(jobs: list[tuple[StudySpec, Path]], parallel: int) -> None:
@@ -145,6 +151,12 @@ def base_macs(spec: StudySpec) -> int:
     return model_macs(runner.base, spec.latency.positions or spec.data.max_seq_len)
 
 
+def launch_wall_s(run_dir: Path) -> float | None:
+    """The launch's wall time; None when it was stopped before it finished (its study is read as it is)."""
+    path = run_dir / "launch.json"
+    return json.loads(path.read_text())["wall_s"] if path.exists() else None
+
+
 def summarise(run_dir: Path, base_mac_count: int) -> dict:
     spec = load_study_spec(run_dir / "spec.yaml")
     study = optuna.load_study(study_name=spec.name, storage=storage_for(spec.storage_url, create=False))
@@ -162,7 +174,7 @@ def summarise(run_dir: Path, base_mac_count: int) -> dict:
     complete_baselines = [t for t in baselines if t.state == TrialState.COMPLETE]
     pruned = [t for t in search if t.state == TrialState.PRUNED]
     return {
-        "run": run_dir.name, "launch_wall_s": json.loads((run_dir / "launch.json").read_text())["wall_s"],
+        "run": run_dir.name, "launch_wall_s": launch_wall_s(run_dir),
         "alignment_s": sum(t.user_attrs.get(COMPUTE, {}).get("seconds", 0.0) for t in ended)
         + study.user_attrs["greedy_alignment_compute"]["seconds"],
         "search_complete": len(search) - len(pruned),
@@ -241,7 +253,7 @@ def report(summaries: dict[tuple[int, str], dict], props: dict | None) -> str:
             at = reached_at(s["curve"], full["hv_search_final"]["macs"], "macs")
             reach = f"{at} / {full['search_video_epochs']} = {fmt(ratio(at, full['search_video_epochs']))}" if at is not None \
                 else f"not reached ({s['hv_search_final']['macs'] / full['hv_search_final']['macs']:.3f} of it)"
-        rows.append([seed, variant, f"{s['launch_wall_s']:.0f}",
+        rows.append([seed, variant, fmt(s["launch_wall_s"], 0) + ("" if s["launch_wall_s"] else " (stopped)"),
                      f"{s['search_complete']} / {s['pruned_before_alignment']} / {s['pruned_at_rung']} / {s['repeats']}",
                      s["baseline_video_epochs"], f"{s['search_video_epochs']} ({s.get('baseline_rung_video_epochs', 0)})",
                      f"{s['hv_baselines']['macs']:.4g}",
