@@ -195,7 +195,7 @@ def charge_baseline_rungs(mf: dict, full: dict) -> None:
     trials meet there): that alignment is the multi-fidelity search's cost, not the baselines'. It is
     moved to the start of `mf`'s search curve, and `mf`'s equal-compute figure is taken at the
     baselines' compute without it (the `full` study's of the same seed)."""
-    overhead = mf["baseline_video_epochs"] - full["baseline_video_epochs"]
+    overhead = max(0, mf["baseline_video_epochs"] - full["baseline_video_epochs"])  # 0 when stopped early
     mf["baseline_rung_video_epochs"] = overhead
     mf["baseline_video_epochs"] = full["baseline_video_epochs"]
     mf["curve"] = [{**point, "video_epochs": point["video_epochs"] + overhead} for point in mf["curve"]]
