@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .segments import Segments
 
 
@@ -21,14 +23,13 @@ class EvaluationInputError(ValueError):
 def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
     """Ground-truth segments of an annotation file `{"database": {video_id: {"subset",
     "annotations": [{"label", "segment": [start_s, end_s]}]}}}`, optionally only the videos of
-    one subset. Rows are in file order. Every selected video belongs to the ground truth, also
-    one without annotations (see `Segments.all_videos`). Other keys ("duration", "fps",
-    "label_id") are not needed here and not read."""
+    one subset; the file's other videos become `Segments.ignored_videos`, so that predictions for
+    them are ignored rather than counted as false positives. Rows are in file order. Other keys
+    ("duration", "fps", "label_id") are not needed here and not read."""
     database = _read_json(path, "database", 'expected {"database": {video_id: {"subset", "annotations"}}}')
-    if subset is not None:
-        database = _select_subset(path, database, subset)
-    rows, videos = [], []
-    for video_id, entry in database.items():
+    selected = database if subset is None else _select_subset(path, database, subset)
+    rows = []
+    for video_id, entry in selected.items():
         where = f"database[{video_id!r}]"
         if not isinstance(entry, dict):
             raise EvaluationInputError(f"{path}: {where}: expected an object with \"annotations\", "
@@ -37,14 +38,13 @@ def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
         if not isinstance(annotations, list):
             raise EvaluationInputError(f"{path}: {where}['annotations']: expected a list, "
                                        f"got {type(annotations).__name__}")
-        videos.append(video_id)
         for index, annotation in enumerate(annotations):
             label, start, end = _labelled_segment(path, f"{where}['annotations'][{index}]", annotation)
             rows.append((video_id, label, start, end))
     if not rows:
         within = "" if subset is None else f" in subset {subset!r}"
         raise EvaluationInputError(f"{path}: no annotations{within}, so no classes to evaluate")
-    return Segments.from_rows(rows, all_videos=videos)
+    return Segments.from_rows(rows, ignored_videos=[v for v in database if v not in selected])
 
 
 def load_predictions(path: str | Path) -> Segments:
@@ -52,6 +52,48 @@ def load_predictions(path: str | Path) -> Segments:
     "segment": [start_s, end_s]}]}}`. Rows are in file order (videos in file order, then each
     video's list in order), which is the order that breaks score ties."""
     results = _read_json(path, "results", 'expected {"results": {video_id: [{"label", "score", "segment"}]}}')
+    # A results file holds tens of thousands of predictions: check them column by column, and
+    # only when a check fails walk them one by one to say where.
+    predictions = _well_formed_predictions(results)
+    if predictions is None:
+        predictions = Segments.from_rows(_checked_prediction_rows(path, results))
+    return predictions
+
+
+def _well_formed_predictions(results: dict[str, Any]) -> Segments | None:
+    """The predictions as `Segments` if every one is well formed, else None."""
+    lists = list(results.values())
+    if not all(type(predictions) is list for predictions in lists):
+        return None
+    flat = [prediction for predictions in lists for prediction in predictions]
+    try:
+        labels = [prediction["label"] for prediction in flat]
+        scores = [prediction["score"] for prediction in flat]
+        segments = [prediction["segment"] for prediction in flat]
+    except (KeyError, TypeError):  # a prediction without a key, or not an object
+        return None
+    if not (_types(labels) <= {str} and _types(scores) <= _NUMBERS and _types(segments) <= {list}
+            and set(map(len, segments)) <= {2}):
+        return None
+    starts, ends = [segment[0] for segment in segments], [segment[1] for segment in segments]
+    if not (_types(starts) <= _NUMBERS and _types(ends) <= _NUMBERS):
+        return None
+    video_ids = np.repeat(np.array(list(results), dtype=str), [len(predictions) for predictions in lists])
+    try:
+        return Segments(video_ids, np.array(labels, dtype=str), starts, ends, scores)
+    except (ValueError, OverflowError):  # not finite, or a segment that ends before it starts
+        return None
+
+
+_NUMBERS = {int, float}  # what JSON numbers load as; bool, a subclass of int, is not one
+
+
+def _types(values: list[Any]) -> set[type]:
+    return set(map(type, values))
+
+
+def _checked_prediction_rows(path: str | Path, results: dict[str, Any]) -> list[tuple]:
+    """The predictions as rows, checked one by one: the first bad one raises, naming its place."""
     rows = []
     for video_id, predictions in results.items():
         if not isinstance(predictions, list):
@@ -64,7 +106,7 @@ def load_predictions(path: str | Path) -> Segments:
             if not _is_finite_number(score):
                 raise EvaluationInputError(f"{path}: {where}['score']: expected a finite number, got {score!r}")
             rows.append((video_id, label, start, end, float(score)))
-    return Segments.from_rows(rows)
+    return rows
 
 
 def _read_json(path: str | Path, key: str, expected: str) -> dict[str, Any]:
