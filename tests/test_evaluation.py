@@ -220,6 +220,17 @@ def test_files_and_subset_filter(tmp_path):
     assert predictions.scores.tolist() == [0.99, 0.95, 0.9, 0.8]
 
 
+def test_files_read_column_by_column_give_the_rows_in_file_order(tmp_path):
+    results = {"b": [{"label": "A", "score": 1, "segment": [0, 2.5]}, {"label": "B", "score": 0.5, "segment": [1.0, 3]}],
+               "a": [], "c": [{"label": "A", "score": 0.25, "segment": [4, 4], "extra": "ignored"}]}
+    loaded = load_predictions(write(tmp_path / "pred.json", {"results": results}))
+    assert loaded.video_ids.tolist() == ["b", "b", "c"] and loaded.labels.tolist() == ["A", "B", "A"]
+    assert loaded.starts.tolist() == [0.0, 1.0, 4.0] and loaded.ends.tolist() == [2.5, 3.0, 4.0]
+    assert loaded.scores.tolist() == [1.0, 0.5, 0.25] and loaded.starts.dtype == np.float64
+    empty = load_predictions(write(tmp_path / "empty.json", {"results": {"a": []}}))
+    assert len(empty) == 0
+
+
 def prediction(**fields):
     """A results file whose third prediction for vid_3 has exactly `fields`."""
     return {"results": {"vid_3": [{"label": "A", "score": 0.5, "segment": [0, 1]}] * 2 + [fields]}}

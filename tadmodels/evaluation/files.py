@@ -6,6 +6,7 @@ other people, and a message that points into the file is what makes them fixable
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -28,23 +29,17 @@ def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
     ("duration", "fps", "label_id") are not needed here and not read."""
     database = _read_json(path, "database", 'expected {"database": {video_id: {"subset", "annotations"}}}')
     selected = database if subset is None else _select_subset(path, database, subset)
-    rows = []
+    annotations = {}
     for video_id, entry in selected.items():
-        where = f"database[{video_id!r}]"
         if not isinstance(entry, dict):
-            raise EvaluationInputError(f"{path}: {where}: expected an object with \"annotations\", "
+            raise EvaluationInputError(f"{path}: database[{video_id!r}]: expected an object with \"annotations\", "
                                        f"got {type(entry).__name__}")
-        annotations = _field(path, where, entry, "annotations")
-        if not isinstance(annotations, list):
-            raise EvaluationInputError(f"{path}: {where}['annotations']: expected a list, "
-                                       f"got {type(annotations).__name__}")
-        for index, annotation in enumerate(annotations):
-            label, start, end = _labelled_segment(path, f"{where}['annotations'][{index}]", annotation)
-            rows.append((video_id, label, start, end))
-    if not rows:
+        annotations[video_id] = _field(path, f"database[{video_id!r}]", entry, "annotations")
+    segments = _labelled_segments(path, annotations, "database[{!r}]['annotations']", "a list", scored=False)
+    if not len(segments):
         within = "" if subset is None else f" in subset {subset!r}"
         raise EvaluationInputError(f"{path}: no annotations{within}, so no classes to evaluate")
-    return Segments.from_rows(rows, ignored_videos=[v for v in database if v not in selected])
+    return dataclasses.replace(segments, ignored_videos=[v for v in database if v not in selected])
 
 
 def load_predictions(path: str | Path) -> Segments:
@@ -52,33 +47,36 @@ def load_predictions(path: str | Path) -> Segments:
     "segment": [start_s, end_s]}]}}`. Rows are in file order (videos in file order, then each
     video's list in order), which is the order that breaks score ties."""
     results = _read_json(path, "results", 'expected {"results": {video_id: [{"label", "score", "segment"}]}}')
-    # A results file holds tens of thousands of predictions: check them column by column, and
-    # only when a check fails walk them one by one to say where.
-    predictions = _well_formed_predictions(results)
-    if predictions is None:
-        predictions = Segments.from_rows(_checked_prediction_rows(path, results))
-    return predictions
+    return _labelled_segments(path, results, "results[{!r}]", "a list of predictions", scored=True)
 
 
-def _well_formed_predictions(results: dict[str, Any]) -> Segments | None:
-    """The predictions as `Segments` if every one is well formed, else None."""
-    lists = list(results.values())
-    if not all(type(predictions) is list for predictions in lists):
+def _labelled_segments(path: str | Path, lists: dict[str, Any], where: str, expected: str, scored: bool) -> Segments:
+    """The objects `{"label", "segment", ["score"]}` of each video's list, as `Segments` in file
+    order. `where` (formatted with the video id) and `expected` say in messages where a list is
+    and what it should be. Files hold tens of thousands of objects: they are checked column by
+    column, and only when a check fails walked one by one to say where."""
+    segments = _well_formed_segments(lists, scored)
+    return segments if segments is not None else Segments.from_rows(_checked_rows(path, lists, where, expected, scored))
+
+
+def _well_formed_segments(lists: dict[str, Any], scored: bool) -> Segments | None:
+    """The segments if every list and every object in them is well formed, else None."""
+    if not all(type(entries) is list for entries in lists.values()):
         return None
-    flat = [prediction for predictions in lists for prediction in predictions]
+    flat = [entry for entries in lists.values() for entry in entries]
     try:
-        labels = [prediction["label"] for prediction in flat]
-        scores = [prediction["score"] for prediction in flat]
-        segments = [prediction["segment"] for prediction in flat]
-    except (KeyError, TypeError):  # a prediction without a key, or not an object
+        labels = [entry["label"] for entry in flat]
+        segments = [entry["segment"] for entry in flat]
+        scores = [entry["score"] for entry in flat] if scored else None
+    except (KeyError, TypeError):  # an object without a key, or not an object
         return None
-    if not (_types(labels) <= {str} and _types(scores) <= _NUMBERS and _types(segments) <= {list}
-            and set(map(len, segments)) <= {2}):
+    if not (_types(labels) <= {str} and _types(segments) <= {list} and set(map(len, segments)) <= {2}
+            and (scores is None or _types(scores) <= _NUMBERS)):
         return None
     starts, ends = [segment[0] for segment in segments], [segment[1] for segment in segments]
     if not (_types(starts) <= _NUMBERS and _types(ends) <= _NUMBERS):
         return None
-    video_ids = np.repeat(np.array(list(results), dtype=str), [len(predictions) for predictions in lists])
+    video_ids = np.repeat(np.array(list(lists), dtype=str), [len(entries) for entries in lists.values()])
     try:
         return Segments(video_ids, np.array(labels, dtype=str), starts, ends, scores)
     except (ValueError, OverflowError):  # not finite, or a segment that ends before it starts
@@ -92,19 +90,21 @@ def _types(values: list[Any]) -> set[type]:
     return set(map(type, values))
 
 
-def _checked_prediction_rows(path: str | Path, results: dict[str, Any]) -> list[tuple]:
-    """The predictions as rows, checked one by one: the first bad one raises, naming its place."""
+def _checked_rows(path: str | Path, lists: dict[str, Any], where: str, expected: str, scored: bool) -> list[tuple]:
+    """The segments as rows, checked one by one: the first bad one raises, naming its place."""
     rows = []
-    for video_id, predictions in results.items():
-        if not isinstance(predictions, list):
-            raise EvaluationInputError(f"{path}: results[{video_id!r}]: expected a list of predictions, "
-                                       f"got {type(predictions).__name__}")
-        for index, prediction in enumerate(predictions):
-            where = f"results[{video_id!r}][{index}]"
-            label, start, end = _labelled_segment(path, where, prediction)
-            score = _field(path, where, prediction, "score")
+    for video_id, entries in lists.items():
+        place = where.format(video_id)
+        if not isinstance(entries, list):
+            raise EvaluationInputError(f"{path}: {place}: expected {expected}, got {type(entries).__name__}")
+        for index, entry in enumerate(entries):
+            label, start, end = _labelled_segment(path, f"{place}[{index}]", entry)
+            if not scored:
+                rows.append((video_id, label, start, end))
+                continue
+            score = _field(path, f"{place}[{index}]", entry, "score")
             if not _is_finite_number(score):
-                raise EvaluationInputError(f"{path}: {where}['score']: expected a finite number, got {score!r}")
+                raise EvaluationInputError(f"{path}: {place}[{index}]['score']: expected a finite number, got {score!r}")
             rows.append((video_id, label, start, end, float(score)))
     return rows
 
