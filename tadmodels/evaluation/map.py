@@ -197,7 +197,8 @@ def _greedy_matching(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndar
     resolves the first edge of every connected group of competing predictions.
     """
     n_thresholds, n_pred, n_gt = len(thresholds), len(pred_group), len(gt_group)
-    pair_pred, pair_gt = _same_group_pairs(gt_group, pred_group)
+    pair_pred, pair_gt = _candidate_pairs(gt_group, gt_start, gt_end, pred_group, pred_start, pred_end,
+                                          thresholds.min())
     iou = _tiou(pred_start[pair_pred], pred_end[pair_pred], gt_start[pair_gt], gt_end[pair_gt])
     candidate = iou >= thresholds.min()
     pair_pred, pair_gt, iou = pair_pred[candidate], pair_gt[candidate], iou[candidate]
@@ -231,19 +232,31 @@ def _greedy_matching(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndar
     return pred_taken.reshape(n_thresholds, n_pred)
 
 
-def _same_group_pairs(gt_group: np.ndarray, pred_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (prediction, ground truth) index pair of the same group, by prediction, then ground-truth row."""
-    n_groups = int(max(gt_group.max(initial=-1), pred_group.max(initial=-1))) + 1
-    gt_by_group = np.argsort(gt_group, kind="stable")
-    counts = np.bincount(gt_group, minlength=n_groups)
-    first = np.cumsum(counts) - counts  # where each group starts in gt_by_group
-    per_pred = counts[pred_group]
-    pair_pred = np.repeat(np.arange(len(pred_group)), per_pred)
-    # Position of each pair within its prediction's run, then into that group's ground truth.
-    run_start = np.repeat(np.cumsum(per_pred) - per_pred, per_pred)
-    within = np.arange(len(pair_pred)) - run_start
-    pair_gt = gt_by_group[np.repeat(first[pred_group], per_pred) + within]
-    return pair_pred, pair_gt
+def _candidate_pairs(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndarray,
+                     pred_group: np.ndarray, pred_start: np.ndarray, pred_end: np.ndarray,
+                     lowest_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (prediction, ground truth) index pairs of the same group that may reach `lowest_threshold`,
+    grouped by prediction: a superset, which the exact tIoU then filters.
+
+    At threshold 0 that is every pair of the group. Above 0 only overlapping segments qualify, and
+    with the ground truth sorted by (group, start) those of a prediction [s, e] start within
+    [s - longest ground truth, e): a range found by binary search on the key group + 1j * start
+    (numpy orders complex numbers by real, then imaginary part), so pairs far apart in a long
+    video are never formed."""
+    gt_order = np.lexsort((gt_start, gt_group))
+    if lowest_threshold > 0:
+        keys = gt_group[gt_order] + 1j * gt_start[gt_order]
+        longest = (gt_end - gt_start).max(initial=0.0)
+        low = np.searchsorted(keys, pred_group + 1j * (pred_start - longest))
+        high = np.searchsorted(keys, pred_group + 1j * pred_end)
+    else:
+        low = np.searchsorted(gt_group[gt_order], pred_group, side="left")
+        high = np.searchsorted(gt_group[gt_order], pred_group, side="right")
+    counts = high - low
+    pair_pred = np.repeat(np.arange(len(pred_group)), counts)
+    # Position of each pair within its prediction's run, then into the sorted ground truth.
+    within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return pair_pred, gt_order[np.repeat(low, counts) + within]
 
 
 def _average_precision(true_positive: np.ndarray, positives: int) -> np.ndarray:
