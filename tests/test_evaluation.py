@@ -242,6 +242,11 @@ THIRD = r"results\['vid_3'\]\[2\]"
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     ('{"results": {"a": [], "a": []}}', "not valid JSON: duplicate key 'a'"),
+    ('{"results": {}} {}', "not valid JSON: Extra data: line 1 column 17"),
+    ('{"results" {}}', "not valid JSON: Expecting ':' delimiter: line 1 column 12"),
+    ('{"results": {"a": [] "b": []}}', "not valid JSON: Expecting ',' delimiter: line 1 column 22"),
+    ('{"results": {"a": [{"label": "A",}]}}', "not valid JSON: Expecting property name enclosed in double quotes"),
+    ('', "not valid JSON: Expecting value: line 1 column 1"),
     ({"database": {}}, "no 'results' key at the top level"),
     ({"results": []}, "'results' must be an object"),
     ({"results": {"vid_3": {}}}, r"results\['vid_3'\]: expected a list of predictions"),
@@ -264,6 +269,8 @@ def test_bad_prediction_files_name_the_file_and_the_place(tmp_path, content, mes
 
 @pytest.mark.parametrize("content, subset, message", [
     ({"results": {}}, None, "no 'database' key at the top level"),
+    ('{"database": {"v": {"subset": "test", "annotations": [], "subset": "val"}}}', None,
+     "not valid JSON: duplicate key 'subset'"),
     ({"database": {"v": {"subset": "test"}}}, None, r"database\['v'\]: 'annotations' missing"),
     ({"database": {"v": {"annotations": [{"label": "A", "segment": [2, 1]}]}}}, None,
      r"database\['v'\]\['annotations'\]\[0\]\['segment'\]: \[2.0, 1.0\] ends before it starts"),

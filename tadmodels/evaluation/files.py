@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def _read_json(path: str | Path, key: str, expected: str) -> dict[str, Any]:
     """The object under `key` of a JSON file."""
     try:
         with open(path, encoding="utf-8") as file:
-            content = json.load(file, object_pairs_hook=_reject_duplicate_keys)
+            content = _parse_json(file.read())
     except FileNotFoundError:
         raise EvaluationInputError(f"{path}: file does not exist") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -128,14 +129,50 @@ def _read_json(path: str | Path, key: str, expected: str) -> dict[str, Any]:
     return content[key]
 
 
-def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.load would silently keep the last of two entries with the same video id.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        seen: set[str] = set()
-        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
-        raise ValueError(f"duplicate key {duplicate!r}")
-    return result
+def _parse_json(text: str) -> Any:
+    """`json.loads`, refusing a key repeated in an object outside any list: the file's sections,
+    the video-id mappings and each video's entry, where json would silently keep the last value
+    and lose a video. Lists (of annotations, of predictions) go to the C decoder whole: a check on
+    each of their tens of thousands of objects would cost a fifth of the decoding time."""
+    value, end = _json_value(text, _skip_space(text, 0))
+    end = _skip_space(text, end)
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return value
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, index: int) -> int:
+    return _SPACE.match(text, index).end()
+
+
+def _json_value(text: str, index: int) -> tuple[Any, int]:
+    """The JSON value at `index` and where it ends; objects member by member, anything else by `json`."""
+    if not text.startswith("{", index):
+        return _DECODER.raw_decode(text, index)
+    result: dict[str, Any] = {}
+    index = _skip_space(text, index + 1)
+    if text.startswith("}", index):
+        return result, index + 1
+    while True:
+        if not text.startswith('"', index):
+            raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, index)
+        key, index = json.decoder.scanstring(text, index + 1)
+        index = _skip_space(text, index)
+        if not text.startswith(":", index):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, index)
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key], index = _json_value(text, _skip_space(text, index + 1))
+        index = _skip_space(text, index)
+        if text.startswith("}", index):
+            return result, index + 1
+        if not text.startswith(",", index):
+            raise json.JSONDecodeError("Expecting ',' delimiter", text, index)
+        index = _skip_space(text, index + 1)
 
 
 def _select_subset(path: str | Path, database: dict[str, Any], subset: str) -> dict[str, Any]:
