@@ -1,6 +1,6 @@
 """A plain per-prediction loop with the semantics of `mean_average_precision`, written for reading
-rather than speed: the oracle the tests check the vectorized code against, and the baseline of
-the evaluation speed benchmark when ActionFormer's evaluator is not at hand."""
+rather than speed: the oracle the tests (which cannot reach ActionFormer's evaluator) and the
+evaluation benchmark check the vectorized code against."""
 from __future__ import annotations
 
 from collections import defaultdict
