@@ -17,8 +17,9 @@ Semantics:
 - Per class, predictions are ranked by descending score; ties keep row order (for a results
   file: videos in file order, then each video's list in order). ActionFormer ranks with
   `scores.argsort()[::-1]`, numpy's unstable sort reversed, whose order for equal scores depends
-  on the numpy version, the array's length and the CPU's SIMD extensions; a stable order is the
-  one rule that gives the same mAP everywhere.
+  on the numpy version, the array's length and the CPU's SIMD extensions (numpy 2.4 on an AVX2
+  CPU puts 10 scores drawn from {0, 1, 2} in neither row order nor its reverse); a stable order
+  is the one rule that gives the same mAP everywhere.
 - At each tIoU threshold, in rank order, a prediction takes the unmatched ground-truth segment
   of its video and class with the highest tIoU, if that tIoU is >= the threshold (ties: the
   earlier ground-truth row; ActionFormer again takes numpy's unstable order); otherwise it is a
@@ -29,11 +30,13 @@ Semantics:
 - mAP at a threshold is the mean AP over classes; the average mAP is the mean over thresholds.
   `MapResult.per_class` lists the classes in sorted order.
 
-Where ActionFormer differs on purpose: it reads classes by `label_id` (the same as by name when
-names and ids correspond one to one), counts predictions for videos outside the subset as false
-positives (we ignore them, as the subset's evaluation should not depend on what else the results
-file holds), and leaves a prediction label missing from the ground truth unmapped, so that its raw
-id can land on the class that has that index (we ignore it).
+Where we differ from ActionFormer on purpose: it reads classes by `label_id` (the same as by
+name when names and ids correspond one to one); it counts predictions for videos of another
+subset as false positives (we ignore them: a subset's mAP should not depend on what else the
+results file holds); it leaves a prediction label missing from the ground truth unmapped, so
+that its raw id can land on the class that has that index (we ignore the prediction); and it
+lowercases the file's subset names before comparing (`load_ground_truth` compares them as written,
+as the data loader does).
 
 The matching is the sequential greedy one, but not computed with a loop over predictions: see
 `_greedy_matching`.
@@ -93,10 +96,10 @@ def mean_average_precision(gt: Segments, pred: Segments,
 
     # Keep the predictions that count, ranked by class, then by descending score; lexsort is
     # stable, so score ties keep row order.
-    counts = pred_class >= 0
+    counted = pred_class >= 0
     if gt.ignored_videos is not None:
-        counts &= ~np.isin(pred.video_ids, gt.ignored_videos)
-    kept = np.flatnonzero(counts)
+        counted &= ~np.isin(pred.video_ids, gt.ignored_videos)
+    kept = np.flatnonzero(counted)
     kept = kept[np.lexsort((-scores[kept], pred_class[kept]))]
     pred_class, pred_video = pred_class[kept], pred_video[kept]
 
