@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
 from .common import console, group, user_input_errors
 
 app = group("Search studies: launch, status, Pareto front, export.")
