@@ -21,6 +21,8 @@ class JoinedLevels:
     features: Tensor  # [B, C, L]
     mask: Tensor      # [B, 1, L] bool, False in the gaps
     keep: Tensor      # [L] 1 on the levels, 0 in the gaps
+    points: Tensor    # [P] the positions of the levels' points, in order (an index: no data-dependent
+                      # boolean selection, so the heads also run on the meta device)
     level_lengths: tuple[int, ...]
     gap: int
 
@@ -31,7 +33,10 @@ class JoinedLevels:
 
         lengths = tuple(x.shape[-1] for x in features)
         keep = with_gaps([features[0].new_ones(length) for length in lengths])
-        return JoinedLevels(with_gaps(features), with_gaps(masks), keep, lengths, gap)
+        starts = [sum(lengths[:i]) + i * gap for i in range(len(lengths))]
+        points = torch.cat([torch.arange(start, start + length, device=keep.device)
+                            for start, length in zip(starts, lengths)])
+        return JoinedLevels(with_gaps(features), with_gaps(masks), keep, points, lengths, gap)
 
     def per_level(self, values: list[Tensor]) -> Tensor:
         """One value per level spread over its positions (and gap), `[L]`."""
@@ -39,7 +44,7 @@ class JoinedLevels:
 
     def points_last(self, x: Tensor) -> Tensor:
         """`[B, C, L]` -> `[B, P, C]` over the levels' points, the gaps left out."""
-        return x[:, :, self.keep.bool()].transpose(1, 2)
+        return x.index_select(-1, self.points).transpose(1, 2)
 
 
 class ConvHead(nn.Module):
