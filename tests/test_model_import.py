@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from search.cli import app
@@ -153,3 +154,112 @@ def test_imported_release_model_compresses_from_the_cli(tmp_path):
     again = runner.invoke(app, ["import", "actionformer", str(source), "--config", str(config), "--out", str(tmp_path / "model")])
     assert again.exit_code == 2 and "already exists" in again.output
     assert runner.invoke(app, ["import", "actionformer", str(source), "--out", str(tmp_path / "m2")]).exit_code == 2
+
+
+# OpenTAD / PBD: fixtures written by their own code (benchmarks/opentad_fixture.py): the weights under
+# their names, inputs, and what their `forward_test` and `post_processing` give.
+OPENTAD = Path(__file__).parent / "fixtures" / "opentad"
+
+
+def opentad_case(name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    tensors = load_file(str(OPENTAD / f"{name}.safetensors"))
+    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    return weights, tensors, json.loads((OPENTAD / f"{name}.json").read_text())
+
+
+def write_opentad_checkpoint(path: Path, weights: dict[str, torch.Tensor], ema: bool) -> Path:
+    """What OpenTAD's training saves: the DDP model's weights under `module.`, the EMA's without."""
+    other = {k: torch.zeros_like(v) for k, v in weights.items()}  # the entry that must not be taken
+    torch.save({"epoch": 60, "state_dict": {f"module.{k}": v for k, v in (other if ema else weights).items()},
+                "state_dict_ema": weights if ema else other}, path)
+    return path
+
+
+def import_opentad(tmp_path: Path, name: str, weights: dict, **options) -> Path:
+    source = write_opentad_checkpoint(tmp_path / f"{name}.pth", weights, ema=name == "student_e2e")
+    run_import("opentad", source, tmp_path / name, {"config": OPENTAD / f"{name}.py",
+                                                   "class_map": OPENTAD / "category_idx.txt", **options})
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["student_e2e", "features"])
+def test_opentad_checkpoint_computes_what_opentad_computes(tmp_path, name):
+    weights, tensors, description = opentad_case(name)
+    model, spec = load_model(import_opentad(tmp_path, name, weights))
+    with torch.no_grad():
+        output = model(tensors["inputs"], tensors["masks"])
+        detections = model.detector.detect(output)
+    probs, points = output.cls_logits.sigmoid(), output.points
+    for b in range(len(description["valid"])):
+        valid = output.valid[b]
+        offsets, positions, strides = output.offsets[b][valid], points.positions[valid], points.strides[valid]
+        proposals = torch.stack([positions - offsets[:, 0] * strides, positions + offsets[:, 1] * strides], dim=-1)
+        torch.testing.assert_close(probs[b][valid], tensors[f"scores.{b}"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(proposals, tensors[f"proposals.{b}"], rtol=0, atol=2e-5)
+        # Their post-processing (one window, NMS over it, then seconds = positions here, clipped at 0 as
+        # tadprune clips to the video) rounds segments to 2 decimals, scores to 4: both lists rounded
+        # so, in one order (label, score, start, end), agree to the last digit.
+        ours = detections[b]
+        rounded = sorted(zip(ours.labels.tolist(), [-round(x, 4) for x in ours.scores.tolist()],
+                             *[[round(x, 2) for x in column] for column in ours.segments.clamp(min=0).T.tolist()]))
+        theirs = sorted(zip(tensors[f"detections.{b}.labels"].tolist(), (-tensors[f"detections.{b}.scores"]).tolist(),
+                            *tensors[f"detections.{b}.segments"].T.tolist()))
+        assert len(rounded) == len(theirs)
+        torch.testing.assert_close(torch.tensor(rounded), torch.tensor(theirs), rtol=0, atol=1e-6)
+    assert spec.data.labels == description["labels"]
+
+
+def test_pbd_student_import_merges_lora_and_names_the_dropped_block(tmp_path):
+    weights, _, _ = opentad_case("student_e2e")
+    directory = import_opentad(tmp_path, "student_e2e", weights)
+    model, spec = load_model(directory)
+    assert spec.model.dropped == ["backbone.blocks.1"] and model.droppable_blocks() == ["backbone.blocks.0", "backbone.blocks.2"]
+    assert spec.model.feature_upsample == 2 and model.temporal_stride == 1 and spec.model.backbone.img_size == 24
+    detector = spec.model.detector
+    assert (detector.conv_norm_eps, detector.mask_conv_outputs, detector.pad_min_length, detector.window) == (1e-6, True, 32, -1)
+    root = "backbone.model.backbone.blocks.2.attn."
+    a, b = weights[root + "lora_qkv.A"], weights[root + "lora_qkv.B"]
+    assert torch.equal(model.state_dict()["backbone.blocks.2.attn.qkv.weight"], weights[root + "qkv.weight"] + (a @ b).T)
+    report = json.loads((directory / "import_report.json").read_text())
+    lora = [r for r in report["keys"] if "lora_" in r["source"]]
+    assert len(lora) == 8 and all(r["how"].startswith("LoRA merged") for r in lora)
+    assert {r["source"] for r in report["keys"]} >= set(weights)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda w: w.pop("backbone.model.backbone.blocks.2.attn.lora_proj.B"), "LoRA of block 2 proj"),
+    (lambda w: w.pop("projection.branch.0.ln1.bias"), "missing keys: detector.backbone.branch.0.ln1.bias"),
+    (lambda w: w.update({"projection.branch.0.attn.rel_pe": torch.zeros(3)}), "does not know.*projection.branch.0.attn.rel_pe"),
+    (lambda w: w.update({"backbone.model.backbone.blocks.0.mlp.layers.0.0.linear.weight": torch.zeros(3)}),
+     "does not know.*blocks.0.mlp.layers.0.0.linear.weight"),
+    (lambda w: [w.pop(k) for k in list(w) if k.startswith("backbone.model.backbone.blocks.2.")],
+     r"the config drops blocks \[1\] but the weights lack \[1, 2\]"),
+])
+def test_opentad_import_refuses_what_does_not_fit_by_name(tmp_path, damage, message):
+    weights, _, _ = opentad_case("student_e2e")
+    damage(weights)
+    with pytest.raises(CheckpointError, match=message):
+        import_opentad(tmp_path, "student_e2e", weights)
+    assert not (tmp_path / "student_e2e").exists()
+
+
+def test_opentad_config_constructs_it_does_not_read_are_refused(tmp_path):
+    weights, _, _ = opentad_case("features")
+    (tmp_path / "base_model.py").write_text((OPENTAD / "base_model.py").read_text())
+    for line, construct in (("import os", "Import"), ("window_size = open('x').read()", "Call `open"),
+                            ("window_size = __import__('os')", "Call `__import__"), ("window_size = model.x", "Attribute")):
+        config = tmp_path / "features.py"
+        config.write_text((OPENTAD / "features.py").read_text() + line + "\n")
+        with pytest.raises(CheckpointError, match=f"features.py:\\d+: refused {construct}"):
+            run_import("opentad", write_opentad_checkpoint(tmp_path / "c.pth", weights, ema=False), tmp_path / "m",
+                       {"config": config, "class_map": OPENTAD / "category_idx.txt"})
+
+
+def test_imported_end_to_end_model_profiles_from_the_cli(tmp_path):
+    weights, _, _ = opentad_case("student_e2e")
+    directory = import_opentad(tmp_path, "student_e2e", weights)
+    result = CliRunner().invoke(app, ["profile", str(directory), "--device", "cpu", "--warmup", "0", "--min-repeats", "2",
+                                      "--max-repeats", "2", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["macs"] > 0 and figures["params"] == sum(p.numel() for p in load_model(directory)[0].parameters())

@@ -87,6 +87,17 @@ class ActionFormerImportOptions(ModelImportOptions):
         "the checkpoint entry with the weights: state_dict_ema (what the release's eval.py uses) or state_dict"))
 
 
+class OpenTADImportOptions(ModelImportOptions):
+    state_key: str | None = Field(default=None, description=(
+        "the checkpoint entry with the weights; default: state_dict_ema when the config's solver.ema is on "
+        "(what OpenTAD's test.py loads), else state_dict"))
+    img_size: int | None = Field(default=None, ge=1, description=(
+        "frame size the end-to-end backbone takes; default: the square crop of the config's test pipeline"))
+    class_map: Path | None = Field(default=None, description=(
+        "OpenTAD's class map (category_idx.txt, one name per line); default: the config's, else the sorted "
+        "label names of the annotations, as OpenTAD writes it"))
+
+
 @dataclass(frozen=True)
 class Importer:
     name: str  # `tadprune import NAME`
@@ -117,6 +128,9 @@ IMPORTERS: dict[str, Importer] = {importer.name: importer for importer in (
     Importer("actionformer", "Import an ActionFormer release checkpoint (happyharrycn/actionformer_release) with "
              "its YAML config as a feature-mode model directory.",
              "checkpoint file (.pth.tar)", ActionFormerImportOptions, "actionformer:convert"),
+    Importer("opentad", "Import an OpenTAD or PBD ActionFormer checkpoint (end to end on VideoMAE, blocks dropped "
+             "and LoRA unmerged allowed, or on features) with its .py or YAML config as a model directory.",
+             "checkpoint file (.pth)", OpenTADImportOptions, "opentad:convert"),
 )}
 
 
