@@ -9,9 +9,9 @@ attention, inputs shorter than max_seq_len) it writes the case's config as OpenT
 `.py` inheriting from `base_model.py`), builds the model from it with OpenTAD's `build_detector`,
 moves every parameter away from its initial value (LoRA's B starts at zero), runs `forward_test` on
 random inputs with a partly padded second video and its `post_processing` (one window, seconds =
-grid positions), and stores in `{case}.safetensors`: the weights (`weights.` + their state-dict key),
-the inputs and masks, the proposals and scores of the valid points per video (`proposals.{b}`,
-`scores.{b}`), and the detections (`detections.{b}.segments/scores/labels`). `{case}.json` holds the
+grid positions) with each of VARIANTS, and stores in `{case}.safetensors`: the weights (`weights.` +
+their state-dict key), the inputs and masks, the proposals and scores of the valid points per video
+(`proposals.{b}`, `scores.{b}`), and the detections (`detections.{variant}.{b}.segments/scores/labels`). `{case}.json` holds the
 checkout's commit and what the test needs. `tests/test_model_import.py` checks the import on it.
 """
 from __future__ import annotations
@@ -146,6 +146,9 @@ window_size = 64
 model = dict(projection=dict(in_channels=24, max_seq_len=window_size))
 solver = dict(ema=False)
 '''
+# Post-processing settings run on the same outputs: the config's, and a top-k that binds (OpenTAD
+# takes it over all levels of a window).
+VARIANTS = {"default": {}, "top40": {"pre_nms_topk": 40}}
 CASES = {
     "student_e2e": {"config": STUDENT, "inputs": "frames", "length": 32, "valid": [32, 20]},
     "features": {"config": FEATURES, "inputs": "features", "length": 48, "valid": [48, 30], "channels": 24},
@@ -180,16 +183,18 @@ def make_case(opentad, out: Path, name: str, case: dict, seed: int) -> dict[str,
     # One window per video, its positions as seconds: fps = snippet stride, no offset.
     metas = [{"video_name": f"video_{b}", "fps": 4, "snippet_stride": 4, "offset_frames": 0, "duration": 1e4}
              for b in range(len(valid))]
-    post = ConfigDict(config.post_processing.to_dict() | {"sliding_window": False})
-    detections = detector.post_processing((proposals, scores), metas, post, ext_cls=list(range(len(LABELS))))
     tensors = {f"weights.{k}": v.contiguous() for k, v in detector.state_dict().items()}
     tensors |= {"inputs": inputs, "masks": masks}
+    for variant, settings in VARIANTS.items():
+        post = ConfigDict(config.post_processing.to_dict() | {"sliding_window": False} | settings)
+        detections = detector.post_processing((proposals, scores), metas, post, ext_cls=list(range(len(LABELS))))
+        for b in range(len(valid)):
+            found = detections[f"video_{b}"]
+            tensors |= {f"detections.{variant}.{b}.segments": torch.tensor([d["segment"] for d in found]).reshape(-1, 2),
+                        f"detections.{variant}.{b}.scores": torch.tensor([d["score"] for d in found]),
+                        f"detections.{variant}.{b}.labels": torch.tensor([d["label"] for d in found], dtype=torch.long)}
     for b in range(len(valid)):
         tensors |= {f"proposals.{b}": proposals[b].contiguous(), f"scores.{b}": scores[b].contiguous()}
-        found = detections[f"video_{b}"]
-        tensors |= {f"detections.{b}.segments": torch.tensor([d["segment"] for d in found]).reshape(-1, 2),
-                    f"detections.{b}.scores": torch.tensor([d["score"] for d in found]),
-                    f"detections.{b}.labels": torch.tensor([d["label"] for d in found], dtype=torch.long)}
     return tensors
 
 
@@ -208,10 +213,10 @@ def main() -> None:
         tensors = make_case(opentad, args.out, name, case, args.seed)
         save_file(tensors, str(args.out / f"{name}.safetensors"))
         description = {"case": name, "checkout_commit": commit(args.checkout), "seed": args.seed, "inputs": case["inputs"],
-                       "valid": case["valid"], "labels": LABELS}
+                       "valid": case["valid"], "labels": LABELS, "variants": VARIANTS}
         (args.out / f"{name}.json").write_text(json.dumps(description, indent=1) + "\n")
-        print(f"{name}: {sum(k.startswith('weights.') for k in tensors)} weight tensors, "
-              f"{[len(tensors[f'detections.{b}.scores']) for b in range(len(case['valid']))]} detections")
+        counts = {v: [len(tensors[f"detections.{v}.{b}.scores"]) for b in range(len(case["valid"]))] for v in VARIANTS}
+        print(f"{name}: {sum(k.startswith('weights.') for k in tensors)} weight tensors, detections {counts}")
 
 
 if __name__ == "__main__":

@@ -188,7 +188,6 @@ def test_opentad_checkpoint_computes_what_opentad_computes(tmp_path, name):
     model, spec = load_model(import_opentad(tmp_path, name, weights))
     with torch.no_grad():
         output = model(tensors["inputs"], tensors["masks"])
-        detections = model.detector.detect(output)
     probs, points = output.cls_logits.sigmoid(), output.points
     for b in range(len(description["valid"])):
         valid = output.valid[b]
@@ -196,16 +195,17 @@ def test_opentad_checkpoint_computes_what_opentad_computes(tmp_path, name):
         proposals = torch.stack([positions - offsets[:, 0] * strides, positions + offsets[:, 1] * strides], dim=-1)
         torch.testing.assert_close(probs[b][valid], tensors[f"scores.{b}"], rtol=0, atol=1e-6)
         torch.testing.assert_close(proposals, tensors[f"proposals.{b}"], rtol=0, atol=2e-5)
-        # Their post-processing (one window, NMS over it, then seconds = positions here, clipped at 0 as
-        # tadprune clips to the video) rounds segments to 2 decimals, scores to 4: both lists rounded
-        # so, in one order (label, score, start, end), agree to the last digit.
-        ours = detections[b]
-        rounded = sorted(zip(ours.labels.tolist(), [-round(x, 4) for x in ours.scores.tolist()],
-                             *[[round(x, 2) for x in column] for column in ours.segments.clamp(min=0).T.tolist()]))
-        theirs = sorted(zip(tensors[f"detections.{b}.labels"].tolist(), (-tensors[f"detections.{b}.scores"]).tolist(),
-                            *tensors[f"detections.{b}.segments"].T.tolist()))
-        assert len(rounded) == len(theirs)
-        torch.testing.assert_close(torch.tensor(rounded), torch.tensor(theirs), rtol=0, atol=1e-6)
+    # Their post-processing (one window, NMS over it, then seconds = positions here, clipped at 0 as
+    # tadprune clips to the video) rounds segments to 2 decimals, scores to 4: both lists rounded so,
+    # in one order (label, score, start, end), agree to the last digit. `top40` makes the top-k bind.
+    for variant, settings in description["variants"].items():
+        for b, ours in enumerate(model.detector.detect(output, spec.model.detector.test.model_copy(update=settings))):
+            rounded = sorted(zip(ours.labels.tolist(), [-round(x, 4) for x in ours.scores.tolist()],
+                                 *[[round(x, 2) for x in column] for column in ours.segments.clamp(min=0).T.tolist()]))
+            found = {f: tensors[f"detections.{variant}.{b}.{f}"] for f in ("labels", "scores", "segments")}
+            theirs = sorted(zip(found["labels"].tolist(), (-found["scores"]).tolist(), *found["segments"].T.tolist()))
+            assert len(rounded) == len(theirs)
+            torch.testing.assert_close(torch.tensor(rounded), torch.tensor(theirs), rtol=0, atol=1e-6)
     assert spec.data.labels == description["labels"]
 
 

@@ -33,7 +33,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 from torch import Tensor
 
@@ -179,9 +178,7 @@ def _inference_config(post: dict[str, Any], report: ImportReport) -> dict[str, A
     """OpenTAD's `post_processing` (its `batched_nms` defaults where the config is silent)."""
     nms = post.get("nms")
     settings = {"pre_nms_thresh": post.get("pre_nms_thresh", 0.001), "pre_nms_topk": post.get("pre_nms_topk", 2000),
-                "duration_thresh": None}
-    report.notes.append("OpenTAD keeps the top pre_nms_topk candidates over all levels of a window, the release and "
-                        "tadprune per level")
+                "pre_nms_scope": "video", "duration_thresh": None}
     if nms is None:
         return settings | {"nms_method": "none"}
     if nms.get("use_soft_nms", True) and nms.get("method", 2) != 2:

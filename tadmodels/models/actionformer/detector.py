@@ -243,11 +243,12 @@ class ActionFormer(nn.Module):
 
     @torch.no_grad()
     def detect(self, output: DetectorOutput, config: InferenceConfig | None = None) -> list[Detections]:
-        """Per video, on the CPU as the release does: per level threshold, top-k and decoding, then
-        NMS. Segments stay in grid units; `config` defaults to the detector's `test` settings."""
+        """Per video, on the CPU as the release does: per level (or, with `pre_nms_scope: video`, over
+        all levels together) threshold, top-k and decoding, then NMS. Segments stay in grid units;
+        `config` defaults to the detector's `test` settings."""
         config = config or self.config.test
         points = output.points
-        split = list(points.level_lengths)
+        split = list(points.level_lengths) if config.pre_nms_scope == "level" else [sum(points.level_lengths)]
         per_level = list(zip(*(t.cpu().split(split) for t in (points.positions, points.strides))))
         results = []
         for probs, offsets, valid in zip(output.cls_logits.sigmoid().cpu(), output.offsets.cpu(), output.valid.cpu()):

@@ -12,14 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from ...fields import added_field
+
 
 class InferenceConfig(BaseModel):
     """The release's `test_cfg`; defaults are its THUMOS14 setting. Lengths are in grid positions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pre_nms_thresh: float = Field(default=0.001, ge=0, description="candidate score threshold, per level")
-    pre_nms_topk: int = Field(default=2000, ge=1, description="candidates kept per level")
+    pre_nms_thresh: float = Field(default=0.001, ge=0, description="candidate score threshold")
+    pre_nms_topk: int = Field(default=2000, ge=1, description="candidates kept per level (or per video, see pre_nms_scope)")
+    pre_nms_scope: Literal["level", "video"] = added_field("level", description=(
+        "the top-k is taken per pyramid level (the release) or over all levels together (OpenTAD)"))
     duration_thresh: float | None = Field(default=0.05, ge=0, description=(
         "segments must be longer than this; None: every length kept, zero included (OpenTAD)"))
     nms_method: Literal["soft", "hard", "none"] = "soft"
