@@ -181,12 +181,15 @@ def main() -> None:
     parser.add_argument("--ref-deps", type=Path, required=True, help="folder with mmengine, mmcv-lite, mmaction2, einops")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parts", default="release,opentad", help="which comparisons to run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    parts = {"release": ("ActionFormer release, THUMOS14 I3D", release_part),
+             "opentad": ("PBD VideoMAE-S student, blocks 3 and 7 dropped, LoRA unmerged", opentad_part)}
     with tempfile.TemporaryDirectory() as directory:
-        work = Path(directory)
-        print("## ActionFormer release, THUMOS14 I3D\n\n" + release_part(args, work) + "\n")
-        print("## PBD VideoMAE-S student, blocks 3 and 7 dropped, LoRA unmerged\n\n" + opentad_part(args, work))
+        for name in args.parts.split(","):
+            title, run = parts[name]
+            print(f"## {title}\n\n{run(args, Path(directory))}\n")
 
 
 if __name__ == "__main__":

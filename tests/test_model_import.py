@@ -75,6 +75,15 @@ def test_release_checkpoint_imports_as_a_model_that_computes_the_same(tmp_path):
         ours, theirs = model(features, mask), detector(features.transpose(1, 2), mask)
     assert ours.cls_logits.shape[1] == 96 + 48 + 24 + 12
     assert torch.equal(ours.cls_logits, theirs.cls_logits) and torch.equal(ours.offsets, theirs.offsets)
+    # A video shorter than max_seq_len runs as the release runs it: zero-padded to 64 positions.
+    unpadded = ActionFormer(CHANNELS, detector.config.model_copy(update={"pad_min_length": None})).eval()
+    unpadded.load_state_dict(detector.state_dict())
+    short, padded = features[:, :32], torch.cat([features[:, :32], torch.zeros(2, 32, CHANNELS)], dim=1)
+    with torch.no_grad():
+        ours, theirs = model(short, mask[:, :32]), unpadded(padded.transpose(1, 2), torch.cat([mask[:, :32], mask[:, :32] & False], 1))
+        plain = unpadded(short.transpose(1, 2), mask[:, :32])
+    assert ours.cls_logits.shape[1] == 64 + 32 + 16 + 8 and torch.equal(ours.cls_logits, theirs.cls_logits)
+    assert not torch.equal(ours.cls_logits[ours.valid], plain.cls_logits[plain.valid])  # the padding shows
     # Every key of the file is accounted for: the EMA weights imported, the rest named and left out.
     records = {record["source"]: record for record in json.loads((tmp_path / "model" / "import_report.json").read_text())["keys"]}
     assert {k for k, r in records.items() if r["target"]} == {f"module.{k}" for k in detector.state_dict()}
