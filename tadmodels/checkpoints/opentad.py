@@ -109,7 +109,8 @@ def convert(source: Path, options: OpenTADImportOptions) -> ModelImport:
         report.layout = "OpenTAD ActionFormer on features"
     spec = ExperimentSpec(name=spec_name(options.config, options.name), data=_data_config(config, model, options, report),
                           model=model, train=_train_config(config, report), eval=_eval_config(config))
-    report.notes.append(f"weights: {state_key}" + (f", prefix {removed!r} removed" if removed else ""))
+    if removed:
+        report.notes.append(f"prefix {removed!r} removed from every key")
     report.notes.append(f"config: {options.config}")
     return ModelImport(spec, weights, report)
 
