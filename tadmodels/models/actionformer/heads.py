@@ -49,18 +49,22 @@ class JoinedLevels:
 
 class ConvHead(nn.Module):
     """`layers - 1` x (masked conv -> LayerNorm or nothing -> ReLU), then the head's output conv.
-    Padded positions are not re-masked between layers, as released."""
+    Padded positions are not re-masked between layers, as released, unless `mask_outputs` (OpenTAD's
+    `ConvModule` zeroes them after the activation)."""
 
-    def __init__(self, in_dim: int, dim: int, layers: int, kernel_size: int, with_ln: bool) -> None:
+    def __init__(self, in_dim: int, dim: int, layers: int, kernel_size: int, with_ln: bool, norm_eps: float = 1e-5,
+                 mask_outputs: bool = False) -> None:
         super().__init__()
+        self.mask_outputs = mask_outputs
         self.head = nn.ModuleList(MaskedConv1d(in_dim if i == 0 else dim, dim, kernel_size, bias=not with_ln)
                                   for i in range(layers - 1))
-        self.norm = nn.ModuleList(ChannelLayerNorm(dim) if with_ln else nn.Identity() for _ in range(layers - 1))
+        self.norm = nn.ModuleList(ChannelLayerNorm(dim, norm_eps) if with_ln else nn.Identity() for _ in range(layers - 1))
 
     def hidden(self, levels: JoinedLevels) -> Tensor:
         x = levels.features
         for conv, norm in zip(self.head, self.norm):
-            x = norm(conv(x, levels.mask)[0]).relu() * levels.keep  # the gaps stay zero
+            # The gaps stay zero (the mask is zero there too).
+            x = norm(conv(x, levels.mask)[0]).relu() * (levels.mask if self.mask_outputs else levels.keep)
         return x
 
 
@@ -75,8 +79,8 @@ class ClassificationHead(ConvHead):
     classes without training data)."""
 
     def __init__(self, in_dim: int, dim: int, num_classes: int, layers: int, kernel_size: int, with_ln: bool,
-                 prior_prob: float, empty_classes: list[int]) -> None:
-        super().__init__(in_dim, dim, layers, kernel_size, with_ln)
+                 prior_prob: float, empty_classes: list[int], norm_eps: float = 1e-5, mask_outputs: bool = False) -> None:
+        super().__init__(in_dim, dim, layers, kernel_size, with_ln, norm_eps, mask_outputs)
         self.cls_head = MaskedConv1d(dim, num_classes, kernel_size)
         with torch.no_grad():
             if prior_prob > 0:
@@ -92,8 +96,9 @@ class RegressionHead(ConvHead):
     """Per-point distances to the action's start and end, in units of the level's stride: a ReLU
     over the output conv scaled by a learnable scalar per level."""
 
-    def __init__(self, in_dim: int, dim: int, levels: int, layers: int, kernel_size: int, with_ln: bool) -> None:
-        super().__init__(in_dim, dim, layers, kernel_size, with_ln)
+    def __init__(self, in_dim: int, dim: int, levels: int, layers: int, kernel_size: int, with_ln: bool,
+                 norm_eps: float = 1e-5, mask_outputs: bool = False) -> None:
+        super().__init__(in_dim, dim, layers, kernel_size, with_ln, norm_eps, mask_outputs)
         self.scale = nn.ModuleList(Scale() for _ in range(levels))
         self.offset_head = MaskedConv1d(dim, 2, kernel_size)
 
