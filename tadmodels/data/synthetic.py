@@ -342,6 +342,15 @@ def _generator(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
+def render_video(spec: SyntheticPreset, seed: int, subset_index: int, index: int,
+                 prototypes: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
+    """Video `index` of the `subset_index`-th subset: its timeline and the array written for it
+    (`render`). Its own generators make it the same whatever else is generated, and a preset that
+    differs only in noise gives the same actions and squares (the noise is drawn last)."""
+    timeline = make_timeline(spec, _generator(seed, 1, subset_index, index, 0))
+    return timeline, render(spec, timeline, _generator(seed, 1, subset_index, index, 1), prototypes)
+
+
 def generate(preset: str, out: Path, seed: int = 0, max_videos: int | None = None) -> Path:
     """Write preset `preset` to `out`: `annotations.json`, `frames/` or `features/` with one `.npy`
     per video (or `videos/` with one `.mp4`), and `dataset.json`. `max_videos` keeps the first videos of each subset, the same
@@ -355,8 +364,7 @@ def generate(preset: str, out: Path, seed: int = 0, max_videos: int | None = Non
     for subset_index, (subset, count) in enumerate(spec.subsets):
         for index in range(count if max_videos is None else min(count, max_videos)):
             video_id = f"video_{subset}_{index + 1:07d}"
-            timeline = make_timeline(spec, _generator(seed, 1, subset_index, index, 0))
-            array = render(spec, timeline, _generator(seed, 1, subset_index, index, 1), prototypes)
+            timeline, array = render_video(spec, seed, subset_index, index, prototypes)
             if spec.kind == "videos":
                 write_video(inputs / f"{video_id}.mp4", array, spec.fps)
             else:
