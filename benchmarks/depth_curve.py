@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from common import add_timing_arguments, markdown_table
+from common import add_timing_arguments, fixed_rounds, markdown_table
 from tadmodels.models import VideoMAEBackbone, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
 
@@ -48,8 +48,7 @@ def main() -> None:
         meta = backbone_with(dropped, "meta")
         macs[dropped] = count_macs(lambda: meta(torch.empty(args.chunks, *shape, device="meta")))
         runs[dropped] = partial(backbone_with(dropped, device), x)
-    records = measure_latencies(runs, device, list(x.shape), torch.float32, repeats=args.repeats,
-                                warmup=args.warmup, threads=args.threads)
+    records = measure_latencies(runs, device, list(x.shape), fixed_rounds(args), threads=args.threads)
     rows = [{"dropped": d, "gmacs": macs[d] / 1e9, "latency_ms": records[d].median_ms, "iqr_ms": records[d].iqr_ms}
             for d in runs]
     full = rows[0]

@@ -20,7 +20,7 @@ from functools import partial
 
 import torch
 
-from common import add_timing_arguments, markdown_table
+from common import add_timing_arguments, fixed_rounds, markdown_table
 from pruning.channels import prune_channels
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, measure_latencies, resolve_device
@@ -68,8 +68,7 @@ def main() -> None:
     device = resolve_device("auto")
     x = torch.randn(args.chunks, *CHUNK_SHAPE, device=device)
     runs = {name: partial(model.to(device).backbone, x) for name, model in variants.items()}
-    records = measure_latencies(runs, device, list(x.shape), torch.float32, repeats=args.repeats,
-                                warmup=args.warmup, threads=args.threads)
+    records = measure_latencies(runs, device, list(x.shape), fixed_rounds(args), threads=args.threads)
     rows = []
     for name, model in variants.items():
         widths = model.architecture.backbone

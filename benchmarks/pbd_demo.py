@@ -38,7 +38,7 @@ from pruning.schedule import Schedule
 from pruning.selection import SelectionConfig, select_block
 from search.spec import load_study_spec
 from tadmodels.models import TADModel
-from tadmodels.profile import LatencyRecord, dummy_input, measure_latencies
+from tadmodels.profile import TimingConfig, Timings, model_latencies
 from tadmodels.training import Experiment, load_model
 
 CRITERIA = ("map", "loss", "mse", "cosine")
@@ -113,13 +113,10 @@ def scores(setup: Setup, model: TADModel) -> dict[str, float]:
     return {"average_mAP": 100 * metrics["average_mAP"], "mAP@0.5": 100 * metrics["per_tiou"][metrics["tious"].index(0.5)]}
 
 
-def latencies(setup: Setup, models: dict[str, TADModel], threads: int, repeats: int) -> dict[str, LatencyRecord]:
+def latencies(setup: Setup, models: dict[str, TADModel], threads: int, repeats: int) -> Timings:
     """Every model timed in the same interleaved rounds on one `max_seq_len` window, on CPU."""
-    positions = setup.experiment.spec.data.max_seq_len
-    inputs = {name: dummy_input(model.eval(), positions) for name, model in models.items()}
-    runs = {name: (lambda model=model, batch=inputs[name]: model(*batch)) for name, model in models.items()}
-    shape = list(next(iter(inputs.values()))[0].shape)
-    return measure_latencies(runs, torch.device("cpu"), shape, torch.float32, repeats=repeats, warmup=5, threads=threads)
+    return model_latencies(models, setup.experiment.spec.data.max_seq_len, "cpu",
+                           TimingConfig(warmup=5, min_repeats=repeats, max_repeats=repeats), threads)
 
 
 def print_steps(run: GreedyRun, criterion: str) -> None:

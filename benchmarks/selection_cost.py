@@ -25,7 +25,7 @@ import json
 import torch
 from torch import Tensor
 
-from common import add_timing_arguments, markdown_table
+from common import add_timing_arguments, fixed_rounds, markdown_table
 from pruning.selection import candidate_outputs
 from tadmodels.models import DetectorConfig, ModelConfig, TADModel, VideoMAEConfig
 from tadmodels.profile import count_macs, dummy_input, measure_latencies, resolve_device
@@ -69,8 +69,7 @@ def main() -> None:
     macs = {name: evaluation_macs(model, inputs, mask, shared) for name, shared in EVALUATORS.items()}
     forward_macs = count_macs(lambda: copy.deepcopy(model).to("meta")(inputs.to("meta"), mask.to("meta")))
     runs = {name: (lambda shared=shared: evaluate_all(model, inputs, mask, shared)) for name, shared in EVALUATORS.items()}
-    records = measure_latencies(runs, device, list(inputs.shape), torch.float32, repeats=args.repeats,
-                                warmup=args.warmup, threads=args.threads)
+    records = measure_latencies(runs, device, list(inputs.shape), fixed_rounds(args), threads=args.threads)
     naive, shared = EVALUATORS
     time_ratio = records[shared].median_ms / records[naive].median_ms
     macs_ratio = macs[shared] / macs[naive]

@@ -1,8 +1,10 @@
 """Cross-depth alignment: a short LoRA fine-tune that lets the remaining blocks cover for a dropped one.
 
 After each drop, LoRA adapters (peft) go on the attention projections of every remaining block,
-the norms and the input embedding of the compressed part train with them, everything else stays
-frozen. The loss ties the student to a teacher: task loss + feature MSE per remaining block against
+the norms and the input embedding of the compressed part train with them (and, as PBD's release
+does, the whole detector when `train_detector` is set), everything else stays frozen. The
+optimisation is the loop training uses (`tadmodels.training.loop.fit`: warm-up and cosine, EMA,
+mixed precision, clipping). The loss ties the student to a teacher: task loss + feature MSE per remaining block against
 the teacher's block of the same original index + temperature-scaled KL on class scores + DIoU
 between student and teacher segments at positive points. The adapters are merged afterwards, so
 the aligned model is a plain model that costs nothing extra at inference.
@@ -12,33 +14,50 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig
-from peft.tuners.lora import LoraModel
-from pydantic import BaseModel, ConfigDict, Field
-from rich.progress import Progress
+from peft.tuners.lora import LoraLayer, LoraModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from tadmodels.models import DetectorOutput, TADModel
 from tadmodels.models.actionformer.losses import diou_loss_1d
+from tadmodels.presets import fill_from_preset
+from tadmodels.spec import PRECISION_HELP, Precision, added_field
 from tadmodels.training import Experiment
-from tadmodels.training.trainer import lr_lambda, make_optimizer, seed_everything
+from tadmodels.training.loop import fit
+from tadmodels.training.trainer import seed_everything
+
+from .alignment_presets import ALIGNMENT_PRESETS
 
 ADAPTER = "alignment"
 
 
 class AlignmentConfig(BaseModel):
-    """Settings of one alignment step; the defaults are the paper's (all loss weights 1, T = 3.5)."""
+    """Settings of one alignment step. `preset` fills the fields not given: `cheap` (the defaults:
+    all loss weights 1 and T = 3.5 as in the paper, a short fp32 run of adapters, norms and input
+    embedding) or `pbd` (PBD's release recipe, facts and sources in `pruning.alignment_presets`)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    preset: Literal["cheap", "pbd"] | None = added_field(None)
     epochs: int = Field(default=3, ge=0)
     lr: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
+    warmup_epochs: float = added_field(0.0, ge=0, description="linear warm-up, then cosine decay to zero")
+    ema_decay: float | None = added_field(None, ge=0, lt=1, description="keep the EMA of the weights; None: the last weights")
+    precision: Precision = added_field("fp32", description=PRECISION_HELP)
+    train_detector: bool = added_field(False, description=(
+        "also train the whole detector (embedding, its transformer, neck, heads), as PBD's release does; "
+        "False: only the adapters and the compressed part's norms and input embedding train"))
     rank: int | None = Field(default=None, ge=1, description="LoRA rank; None: a quarter of the block width")
+    lora_alpha: float | None = added_field(None, gt=0, description="LoRA scaling is lora_alpha / rank; None: the rank (scaling 1)")
+    lora_init: Literal["kaiming_uniform", "normal"] = added_field("kaiming_uniform", description=(
+        "LoRA A: peft's default (kaiming-uniform, std 1/sqrt(3 * fan_in)) or normal with std 1/sqrt(rank) as "
+        "PBD's release; B starts at zero either way"))
     teacher: Literal["original", "previous"] = "original"
     task_weight: float = Field(default=1.0, ge=0)
     feature_weight: float = Field(default=1.0, ge=0)
@@ -46,6 +65,11 @@ class AlignmentConfig(BaseModel):
     diou_weight: float = Field(default=1.0, ge=0)
     temperature: float = Field(default=3.5, gt=0)
     grad_clip: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        return fill_from_preset(data, ALIGNMENT_PRESETS)
 
 
 def compressed_part(model: TADModel) -> str:
@@ -74,13 +98,30 @@ _NORMS = (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Group
 _EMBEDDINGS = re.compile(r"^backbone\.(patch_embed|stem)\b|^detector\.pyramid\.embed\b")
 
 
-def _set_trainable(model: nn.Module, part: str) -> None:
-    """Adapters, norms of the compressed part and its input embedding train; nothing else does."""
+def add_adapters(model: TADModel, config: AlignmentConfig) -> LoraModel:
+    """LoRA (peft) on `lora_targets(model)`, initialised as `config.lora_init` says."""
+    rank = config.rank or max(1, block_width(model) // 4)
+    alpha = config.lora_alpha if config.lora_alpha is not None else rank
+    lora = LoraModel(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=lora_targets(model),
+                                       lora_dropout=0.0, init_lora_weights=True), ADAPTER)
+    if config.lora_init == "normal":
+        for module in lora.model.modules():
+            if isinstance(module, LoraLayer):
+                nn.init.normal_(module.lora_A[ADAPTER].weight, std=rank ** -0.5)
+    return lora
+
+
+def set_trainable(model: TADModel, config: AlignmentConfig) -> None:
+    """Adapters, norms of the compressed part and its input embedding train, and with
+    `config.train_detector` every detector parameter (chosen by module, `model.detector`); nothing
+    else does."""
+    part = compressed_part(model)
     trainable_modules = {name for name, module in model.named_modules()
                          if name.startswith(part) and (isinstance(module, _NORMS) or _EMBEDDINGS.match(name))}
+    detector = {id(p) for p in model.detector.parameters()} if config.train_detector else set()
     for name, param in model.named_parameters():
         owner = name.rsplit(".", 1)[0]
-        param.requires_grad = "lora_" in name or any(
+        param.requires_grad = "lora_" in name or id(param) in detector or any(
             owner == m or owner.startswith(m + ".") for m in trainable_modules)
 
 
@@ -112,7 +153,8 @@ def distillation_losses(student: DetectorOutput, teacher: DetectorOutput, positi
 
 def align(student: TADModel, teacher: TADModel, experiment: Experiment, config: AlignmentConfig,
           show_progress: bool = False) -> TADModel:
-    """Fine-tune `student` towards `teacher` with merged-in LoRA; returns the plain aligned model.
+    """Fine-tune `student` towards `teacher` with merged-in LoRA; returns the plain aligned model
+    (with `config.ema_decay`, the EMA of its weights).
 
     The student is modified in place (its adapters are merged into its weights).
     """
@@ -121,32 +163,13 @@ def align(student: TADModel, teacher: TADModel, experiment: Experiment, config: 
     # LoRA's initial weights come from the global RNG, which torch seeds at random in each process:
     # seeded here, the same student, teacher and data give the same aligned model in any process.
     seed_everything(experiment.spec.train.seed)
-    part = compressed_part(student)
-    rank = config.rank or max(1, block_width(student) // 4)
-    lora = LoraModel(student, LoraConfig(r=rank, lora_alpha=rank, target_modules=lora_targets(student),
-                                         lora_dropout=0.0, init_lora_weights=True), ADAPTER)
+    lora = add_adapters(student, config)
     model = lora.model
-    _set_trainable(model, part)
+    set_trainable(model, config)
     teacher = teacher.eval()
     blocks = student.droppable_blocks()
-    loader = experiment.loader(experiment.spec.data.train_subset)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    total = config.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_lambda(step, 0, total))
-    model.train()
-    with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("align", total=total)
-        for _ in range(config.epochs):
-            for batch in loader:
-                loss = alignment_loss(model, teacher, blocks, batch.to(student.device), config)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"alignment loss is {loss.item()}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                progress.advance(task)
+    fit(model, experiment.loader(experiment.spec.data.train_subset),
+        lambda batch: alignment_loss(model, teacher, blocks, batch, config), config, "alignment", show_progress)
     merged: TADModel = lora.merge_and_unload()
     for param in merged.parameters():
         param.requires_grad_(True)

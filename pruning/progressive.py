@@ -25,9 +25,10 @@ class StepLog:
     map_before_alignment: float
     map_after_alignment: float
     macs: int
-    latency_ms: float
+    latency_ms: float           # median, timed side by side with the base model in the same rounds
+    speedup: dict               # over the base model: median of per-round ratios, quartiles, rounds
     params: int
-    selection_scores: dict[str, float] | None = None
+    selection: dict | None = None  # greedy steps: every candidate's score and tie-break keys (`Selection.to_json`)
 
 
 @dataclass
@@ -76,34 +77,34 @@ def compress(experiment: Experiment, base: TADModel, schedule: Schedule, greedy_
     with Progress(disable=not show_progress) as progress:
         task = progress.add_task("compress", total=total)
         for step in range(drops):
-            scores = None
-            if greedy:
-                picked = select_block(model, train_set, selection, experiment.spec.eval.tious)
-                block, scores = picked.chosen, picked.scores
-            else:
-                block = schedule.drops[step]
+            picked = select_block(model, train_set, selection, experiment.spec.eval.tious) if greedy else None
+            block = picked.chosen if greedy else schedule.drops[step]
             progress.update(task, description=f"drop {block}")
             student = model.without_blocks([block])
             before = experiment.evaluate(student, profile=False)["average_mAP"]
             model = align_step(experiment, base, model, student, alignment)
             chosen.append(block)
-            steps.append(_log(len(steps) + 1, "drop", block, before, experiment.evaluate(model), scores))
+            metrics = experiment.evaluate(model, baseline=base)
+            steps.append(_log(len(steps) + 1, "drop", block, before, metrics, picked.to_json() if greedy else None))
             progress.advance(task)
         if schedule.channel_ratios:
             progress.update(task, description="prune channels")
             student = prune_channels(model, schedule.channel_ratios)
             before = experiment.evaluate(student, profile=False)["average_mAP"]
             model = align_step(experiment, base, model, student, alignment)
-            steps.append(_log(len(steps) + 1, "channels", None, before, experiment.evaluate(model)))
+            metrics = experiment.evaluate(model, baseline=base)
+            steps.append(_log(len(steps) + 1, "channels", None, before, metrics))
             progress.advance(task)
-    final = experiment.evaluate(model)
+    # The last step's figures are the result's: timing the same model again would only add a
+    # second, different measurement of it.
+    final = metrics if steps else experiment.evaluate(model, baseline=base)
     final["steps"] = [asdict(s) for s in steps]
     result_schedule = schedule.model_copy(update={"drops": chosen, "results": {
-        k: final[k] for k in ("average_mAP", "per_tiou", "tious", "latency_ms", "macs", "params")}})
+        k: final[k] for k in ("average_mAP", "per_tiou", "tious", "latency_ms", "speedup", "macs", "params")}})
     return CompressionResult(model, result_schedule, steps, final)
 
 
 def _log(step: int, action: str, block: str | None, before: float, metrics: dict,
-         scores: dict[str, float] | None = None) -> StepLog:
+         selection: dict | None = None) -> StepLog:
     return StepLog(step, action, block, before, metrics["average_mAP"], metrics["macs"], metrics["latency_ms"],
-                   metrics["params"], scores)
+                   metrics["speedup"], metrics["params"], selection)

@@ -7,11 +7,17 @@ little a block changes its input: cheap proxies that need a single forward pass)
 For a VideoMAE backbone the `map` and `loss` criteria share work: the tokens entering block k are
 the same for every candidate after k, so one pass through the blocks yields each candidate's
 input, and each candidate only runs the blocks after it.
+
+Ties: on a saturated model several candidates score the same mAP@0.5, and list order must not
+decide. Under `map` the same pass also gives each candidate's average mAP over `eval.tious` and its
+task loss: candidates equal in score rank by average mAP (higher first), then by loss (lower
+first). The continuous criteria (`loss`, `mse`, `cosine`) do not tie in practice and carry no
+second key. Only candidates equal in every key fall back to list order.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -35,22 +41,43 @@ class SelectionConfig(BaseModel):
     max_videos: int | None = Field(default=None, ge=1, description="score on the first N training videos only")
 
 
+# Tie-break keys, in the order they are used, and whether higher is better for each.
+TIE_BREAK_KEYS = {"average_mAP": True, "loss": False}
+
+
 @dataclass(frozen=True)
 class Selection:
-    """Every candidate's score and the chosen block; `higher_is_better` says how scores rank."""
+    """Every candidate's score and the chosen block; `higher_is_better` says how scores rank.
+    `tie_break` holds each candidate's second (and third) key by key name, in `TIE_BREAK_KEYS` order."""
 
     criterion: str
     scores: dict[str, float]
     higher_is_better: bool
+    tie_break: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def restricted(self, names: set[str]) -> "Selection":
         """The same scores over `names` only (blocks a search space allows to drop)."""
-        return Selection(self.criterion, {k: v for k, v in self.scores.items() if k in names}, self.higher_is_better)
+        keep = [name for name in self.scores if name in names]
+        return Selection(self.criterion, {k: self.scores[k] for k in keep}, self.higher_is_better,
+                         {key: {k: values[k] for k in keep} for key, values in self.tie_break.items()})
+
+    def ranking(self) -> list[str]:
+        """Candidates best first: by score, then by each tie-break key, then in list order."""
+        def rank(item: tuple[int, str]) -> tuple:
+            index, name = item
+            keys = [(self.scores[name], self.higher_is_better)]
+            keys += [(self.tie_break[key][name], higher) for key, higher in TIE_BREAK_KEYS.items() if key in self.tie_break]
+            return (*[-value if higher else value for value, higher in keys], index)
+        return [name for _, name in sorted(enumerate(self.scores), key=rank)]
 
     @property
     def chosen(self) -> str:
-        pick = max if self.higher_is_better else min
-        return pick(self.scores, key=self.scores.__getitem__)
+        return self.ranking()[0]
+
+    def to_json(self) -> dict:
+        """What a step log stores: the criterion, every candidate's keys and the choice."""
+        return {"criterion": self.criterion, "higher_is_better": self.higher_is_better, "scores": self.scores,
+                "tie_break": self.tie_break, "chosen": self.chosen}
 
 
 def shares_prefix(model: TADModel) -> bool:
@@ -80,7 +107,8 @@ def candidate_outputs(model: TADModel, inputs: Tensor, mask: Tensor, shared: boo
 @torch.inference_mode()
 def score_by_detection(model: TADModel, dataset: TADDataset, config: SelectionConfig, tious: list[float],
                        shared: bool = True) -> Selection:
-    """`map`: mAP of each candidate on `dataset`; `loss`: its mean task loss there."""
+    """`map`: mAP of each candidate on `dataset` (tie-break keys: average mAP over `tious`, task
+    loss); `loss`: its mean task loss there."""
     model.eval()
     names = model.droppable_blocks()
     results: dict[str, Results] = {name: {} for name in names}
@@ -90,16 +118,17 @@ def score_by_detection(model: TADModel, dataset: TADDataset, config: SelectionCo
         sample = dataset[index]
         batch = single_batch(model, dataset, sample).to(model.device)
         for name, output in candidate_outputs(model, batch.inputs, batch.mask, shared):
-            if config.criterion == "loss":
-                losses[name] += model.detector.loss(output, batch.segments, batch.labels)["total"].item() / count
-            else:
+            losses[name] += model.detector.loss(output, batch.segments, batch.labels)["total"].item() / count
+            if config.criterion == "map":
                 results[name][sample.video.video_id] = to_results(model.detector.detect(output)[0], sample, dataset)
     if config.criterion == "loss":
         return Selection("loss", losses, higher_is_better=False)
     subset = dataset.head(count)
-    thresholds = [config.tiou] if config.tiou is not None else tious
-    scores = {name: score_results(subset, results[name], thresholds).average_mAP for name in names}
-    return Selection("map", scores, higher_is_better=True)
+    average = {name: score_results(subset, results[name], tious).average_mAP for name in names}
+    if config.tiou is None:
+        return Selection("map", average, higher_is_better=True, tie_break={"loss": losses})
+    scores = {name: score_results(subset, results[name], [config.tiou]).average_mAP for name in names}
+    return Selection("map", scores, higher_is_better=True, tie_break={"average_mAP": average, "loss": losses})
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ import torch
 from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
 from tadmodels.profile import count_params, model_latency, model_macs, resolve_device
-from tadmodels.profile.latency import device_description
+from tadmodels.profile.latency import TimingConfig, device_description
 from tadmodels.models import TADModel
 from tadmodels.training import Experiment, load_model, save_model
 
@@ -83,7 +83,10 @@ class TrialRunner:
             "drops": schedule.drops, "channel_ratios": schedule.channel_ratios,
             "per_tiou": scores["per_tiou"], "tious": scores["tious"],
             "latency_median_ms": latency["median_ms"], "latency_iqr_ms": latency["iqr_ms"],
-            "latency_device": latency["device"], "macs": macs, "params": count_params(model),
+            "latency_min_ms": latency["min_ms"], "latency_unstable": latency["unstable"],
+            "latency_device": latency["device"], "latency_dtype": latency["dtype"],
+            "latency_compile": latency["compile"], "latency_batch": latency["input_shape"][0],
+            "macs": macs, "params": count_params(model),
             "wall_time_s": time.perf_counter() - start,
             "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
                       "result_hit": False},
@@ -110,16 +113,18 @@ class TrialRunner:
         return self.spec.latency.positions or self.spec.data.max_seq_len
 
     def latency(self, model: TADModel) -> tuple[dict, bool]:
-        """From the cache, or measured with the device to itself."""
+        """From the cache, or measured with the device to itself. The key holds everything the
+        figure depends on: what the forward computes, the input, the device, and how it is timed
+        (dtype, compile, batch, repeats)."""
+        settings = self.spec.latency
         key = (model.compute_signature(), [self._positions()],
-               device_description(self.latency_device, self.spec.latency.threads))
+               device_description(self.latency_device, settings.threads),
+               settings.model_dump(mode="json", include=set(TimingConfig.model_fields)))
         cached = self.latencies.get(key)
         if cached is not None:
             return cached, True
-        settings = self.spec.latency
         with self.lock.exclusive():
-            record = model_latency(model, self._positions(), settings.device, settings.repeats, settings.warmup,
-                                   settings.threads).to_json()
+            record = model_latency(model, self._positions(), settings.device, settings, settings.threads).to_json()
         self.latencies.put(key, record)
         return record, False
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pruning.alignment import AlignmentConfig
 from pruning.selection import SelectionConfig
+from tadmodels.profile.latency import TimingConfig
 from tadmodels.spec import ExperimentSpec, load_spec
 
 
@@ -40,13 +41,11 @@ class SearchSpace(BaseModel):
         return self
 
 
-class LatencySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LatencySettings(TimingConfig):
+    """Where and on what a study times its trials, and how (dtype, compile, batch, repeats: `TimingConfig`)."""
 
     device: str = "auto"
     positions: int | None = Field(default=None, ge=1, description="grid positions of the timed input; None: data.max_seq_len")
-    repeats: int = Field(default=20, ge=1)
-    warmup: int = Field(default=5, ge=0)
     threads: int | None = Field(default=None, ge=1, description="CPU threads while timing")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -9,10 +10,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .data.config import DataConfig, VideoDecoding
 from .evaluation import THUMOS14_TIOUS
 from .models import ModelConfig
+from .profile.latency import TimingConfig
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISION_HELP = ("fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler) where the work runs on CUDA; "
+                  "on any other device the work runs in fp32 whatever this says")
+
+
+def added_field(default: Any, **kwargs: Any) -> Any:
+    """A setting added after files holding its section were written (schedules, study identities,
+    model configs, cache keys): left out of dumps while at its default, so what was written before
+    it existed keeps its meaning and its hash."""
+    return Field(default=default, exclude_if=lambda value: value == default, **kwargs)
 
 
 class TrainConfig(BaseModel):
-    """AdamW with linear warm-up then cosine decay, EMA of the weights, gradient clipping."""
+    """AdamW with linear warm-up then cosine decay, EMA of the weights, gradient clipping, optional
+    mixed precision: the loop `tadmodels.training.loop.fit` runs, which alignment shares."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -23,6 +37,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=5, ge=0)
     ema_decay: float = Field(default=0.999, ge=0, lt=1)
     grad_clip: float = Field(default=1.0, gt=0)
+    precision: Precision = added_field("fp32", description=PRECISION_HELP)
     seed: int = 0
     threads: int | None = Field(default=None, ge=1, description="CPU threads for torch; None keeps torch's default")
     device: str = "auto"
@@ -34,7 +49,20 @@ class EvalConfig(BaseModel):
     tious: list[float] = Field(default_factory=lambda: list(THUMOS14_TIOUS))
     profile_positions: int | None = Field(default=None, ge=1,
                                           description="grid positions of the latency input; None: data.max_seq_len")
-    latency_repeats: int = Field(default=20, ge=1)
+    latency: TimingConfig = Field(default_factory=TimingConfig, description="how `train` and `compress` time models")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_repeats_of_older_specs(cls, data):
+        """Model directories written before adaptive timing say `latency_repeats: N`: N fixed rounds
+        (at least the 2 a spread needs)."""
+        if isinstance(data, dict) and "latency_repeats" in data:
+            data = dict(data)
+            rounds = data.pop("latency_repeats")
+            if isinstance(rounds, int):
+                rounds = max(rounds, 2)
+            data["latency"] = {**data.get("latency", {}), "min_repeats": rounds, "max_repeats": rounds}
+        return data
 
 
 class ExperimentSpec(BaseModel):

@@ -49,8 +49,7 @@ def test_output_is_one_feature_per_frame_pair():
 
 
 def test_preset_fills_config_and_unknown_preset_is_refused():
-    assert BLVNetConfig(preset="blvnet-tam-50") == BLVNET_PRESETS["blvnet-tam-50"].model_copy(
-        update={"preset": "blvnet-tam-50"})
+    assert BLVNetConfig(preset="blvnet-tam-50") == BLVNetConfig(**BLVNET_PRESETS["blvnet-tam-50"], preset="blvnet-tam-50")
     assert BLVNetConfig(preset="tiny", img_size=64).img_size == 64
     with pytest.raises(ValueError, match="unknown 'nope'"):
         BLVNetConfig(preset="nope")
@@ -58,7 +57,7 @@ def test_preset_fills_config_and_unknown_preset_is_refused():
 
 def test_blvnet_tam_50_matches_the_paper_cost():
     with torch.device("meta"):
-        model = BLVNetTAM(BLVNET_PRESETS["blvnet-tam-50"])
+        model = BLVNetTAM(BLVNetConfig(preset="blvnet-tam-50"))
         clip = torch.empty(1, 3, 16, 224, 224)
     with FlopCounterMode(display=False) as counter:
         out = model(clip)
@@ -176,3 +175,91 @@ def test_fresh_weights_follow_resnet_init():
         if isinstance(module, Bottleneck):
             assert module.bn3.weight.abs().sum() == 0
             assert module.bn1.weight.eq(1).all() and module.bn1.bias.eq(0).all()
+
+
+def ibm_state(depths=(3, 3, 3, 2), width=16, alpha=2, beta=4) -> dict[str, torch.Tensor]:
+    """Random weights under the names IBM's `bLVNet_TAM_BACKBONE` gives them (blvnet_tam_backbone.py)."""
+    state: dict[str, torch.Tensor] = {}
+
+    def conv_bn(conv, bn, out, inp, k):
+        """A conv's weight and its BN's parameters and statistics."""
+        state[f"{conv}.weight"] = torch.randn(out, inp, k, k) * 0.1
+        state.update({f"{bn}.weight": 1 + 0.1 * torch.randn(out), f"{bn}.bias": 0.1 * torch.randn(out),
+                      f"{bn}.running_mean": 0.1 * torch.randn(out), f"{bn}.running_var": 0.5 + torch.rand(out),
+                      f"{bn}.num_batches_tracked": torch.tensor(7)})
+
+    def tam(name, channels):
+        for offset in ("prev", "curr", "next"):
+            state[f"{name}.{offset}.weight"] = torch.randn(channels, 1, 1, 1)
+
+    def bottleneck(name, inp, planes, stride=1, with_tam=False):
+        conv_bn(f"{name}.conv1", f"{name}.bn1", planes // 4, inp, 1)
+        conv_bn(f"{name}.conv2", f"{name}.bn2", planes // 4, planes // 4, 3)
+        conv_bn(f"{name}.conv3", f"{name}.bn3", planes, planes // 4, 1)
+        if inp != planes:  # downsample: [AvgPool2d (no weights) when strided,] conv, BN
+            first = 1 if stride != 1 else 0
+            conv_bn(f"{name}.downsample.{first}", f"{name}.downsample.{first + 1}", planes, inp, 1)
+        if with_tam:
+            tam(f"{name}.tam", inp)
+
+    narrow = width // alpha
+    conv_bn("conv1", "bn1", width, 3, 7)
+    tam("tam", width)
+    conv_bn("b_conv0", "bn_b0", width, width, 3)
+    conv_bn("l_conv0", "bn_l0", narrow, width, 3)
+    conv_bn("l_conv1", "bn_l1", narrow, narrow, 3)
+    conv_bn("l_conv2", "bn_l2", width, narrow, 1)
+    conv_bn("bl_init", "bn_bl_init", width, width, 1)
+    inp = width
+    for k in range(3):
+        out = width * 2**k * 4
+        tam(f"layer{k + 1}.tam", inp)
+        for i in range(depths[k] - 1):
+            bottleneck(f"layer{k + 1}.big.{i}", inp if i == 0 else out, out, stride=2 if i == 0 else 1)
+        for i in range(max(1, depths[k] // beta - 1)):
+            bottleneck(f"layer{k + 1}.little.{i}", inp if i == 0 else out // alpha, out // alpha)
+        conv_bn(f"layer{k + 1}.little_e.0", f"layer{k + 1}.little_e.1", out, out // alpha, 1)
+        bottleneck(f"layer{k + 1}.fusion.0", out, out, stride=2 if k < 2 else 1)
+        inp = out
+    for i in range(depths[3]):
+        bottleneck(f"layer4.{i}", inp if i == 0 else width * 32, width * 32, stride=2 if i == 0 else 1, with_tam=True)
+    state.update({"fc.weight": torch.randn(10, width * 32), "fc.bias": torch.zeros(10)})
+    return state
+
+
+def test_ibm_release_keys_map_onto_the_backbone(tmp_path):
+    from tadmodels.checkpoints import run_import
+    from tadmodels.checkpoints.backbone import read_backbone_import
+
+    torch.manual_seed(0)
+    state = ibm_state()
+    torch.save({"epoch": 50, "state_dict": {f"module.baseline_model.{k}": v for k, v in state.items()},
+                "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "checkpoint.pth.tar")
+    report = run_import("blvnet", tmp_path / "checkpoint.pth.tar", tmp_path / "out", {"num_frames": 8, "img_size": 32})
+    config, imported = read_backbone_import(tmp_path / "out")
+    assert (config.depths, config.base_width, config.alpha, config.tam_radius) == ((3, 3, 3, 2), 16, 2, 1)
+    assert sorted(r.source for r in report.keys) == sorted(["epoch", "optimizer", *[f"module.baseline_model.{k}" for k in state]])
+    for ibm, ours in [("l_conv1.weight", "stem.little.2.0.weight"), ("bn_bl_init.running_var", "stem.merge.0.1.running_var"),
+                      ("layer1.big.0.downsample.2.weight", "stages.0.big.0.shortcut.2.weight"),
+                      ("layer1.little.0.downsample.0.weight", "stages.0.little.0.shortcut.0.weight"),
+                      ("layer3.little_e.1.bias", "stages.2.little_expand.1.bias"),
+                      ("layer4.1.conv3.weight", "stages.3.blocks.1.conv3.weight")]:
+        assert torch.equal(imported[ours], state[ibm]), ibm
+    for ibm, ours in [("tam", "stem.tam"), ("layer2.tam", "stages.1.tam"), ("layer4.1.tam", "stages.3.blocks.1.tam")]:
+        rows = torch.stack([state[f"{ibm}.{offset}.weight"].flatten() for offset in ("prev", "curr", "next")])
+        assert torch.equal(imported[f"{ours}.weight"], rows)  # row j is the weight of x[t + j - 1]
+    model = BLVNetTAM(config).eval()
+    model.load_state_dict(imported)
+    assert model(tiny_input()).shape == (2, 4, 512)
+
+
+def test_ibm_weights_that_would_compute_otherwise_are_refused(tmp_path):
+    from tadmodels.checkpoints import run_import
+    from tadmodels.checkpoints.files import CheckpointError
+
+    torch.save(ibm_state(depths=(2, 3, 3, 2)), tmp_path / "a.pth")
+    with pytest.raises(CheckpointError, match="stage 0 has one Big block; IBM's code keeps its last ReLU"):
+        run_import("blvnet", tmp_path / "a.pth", tmp_path / "out")
+    torch.save(ibm_state(depths=(3, 8, 3, 2)), tmp_path / "b.pth")
+    with pytest.raises(CheckpointError, match="layer2 has 1 Little blocks, beta 2 gives 3"):
+        run_import("blvnet", tmp_path / "b.pth", tmp_path / "out", {"beta": 2})

@@ -4,7 +4,7 @@ Every command imports the layers it drives inside its function, so start-up stay
 """
 from __future__ import annotations
 
-from . import compress, data, models, study
+from . import compress, data, imports, models, study
 from .common import group
 
 app = group("Compress temporal action detection models by searching block-drop schedules.")
@@ -15,5 +15,6 @@ app.command("eval")(models.evaluate)
 app.command()(models.profile)
 app.command()(compress.compress)
 app.add_typer(study.app, name="study")
+app.add_typer(imports.app, name="import")
 
 __all__ = ["app"]

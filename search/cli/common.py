@@ -31,7 +31,7 @@ def user_input_errors() -> Iterator[None]:
     like any other usage error; a traceback is for bugs."""
     try:
         yield
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
         # Messages quote user text such as `[start_s, end_s]`, which rich would read as markup.
         errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None
@@ -53,3 +53,9 @@ def print_metrics(metrics: dict) -> None:
     table.add_row(f"{100 * metrics['average_mAP']:.2f}", *[f"{100 * v:.2f}" for v in metrics["per_tiou"]],
                   f"{metrics['latency_ms']:.2f}", f"{metrics['macs'] / 1e9:.3f}", f"{metrics['params'] / 1e6:.3f}")
     console.print(table)
+
+
+def format_speedup(speedup: dict) -> str:
+    """`1.31x (1.28-1.34)`: the median of per-round ratios and its quartiles, flagged when unstable."""
+    text = f"{speedup['median']:.2f}x ({speedup['q1']:.2f}-{speedup['q3']:.2f})"
+    return text + (" unstable" if speedup["unstable"] else "")

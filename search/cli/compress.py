@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import console, print_metrics, user_input_errors
+from .common import console, format_speedup, print_metrics, user_input_errors
 
 
 def compress(
@@ -16,8 +16,10 @@ def compress(
     greedy: Annotated[bool, typer.Option(help="choose the drops with greedy Progressive Block Drop")] = False,
     blocks: Annotated[Optional[int], typer.Option(min=1, help="with --greedy: how many blocks to drop")] = None,
     criterion: Annotated[str, typer.Option(help="with --greedy: map, loss, mse or cosine")] = "map",
+    align_preset: Annotated[Optional[str], typer.Option(
+        help="with --greedy: alignment settings, cheap (the default) or pbd (PBD's release recipe)")] = None,
     align_epochs: Annotated[Optional[int], typer.Option(min=0, help="with --greedy: alignment epochs per step")] = None,
-    teacher: Annotated[str, typer.Option(help="with --greedy: original or previous")] = "original",
+    teacher: Annotated[Optional[str], typer.Option(help="with --greedy: original or previous (default: the preset's)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Apply a schedule (drop, align, ..., then channel pruning and a final alignment), or run greedy
@@ -39,7 +41,8 @@ def compress(
         if schedule is not None:
             plan = load_schedule(schedule)
         else:
-            alignment = AlignmentConfig(teacher=teacher, **({} if align_epochs is None else {"epochs": align_epochs}))
+            given = {"preset": align_preset, "epochs": align_epochs, "teacher": teacher}
+            alignment = AlignmentConfig(**{key: value for key, value in given.items() if value is not None})
             plan = Schedule(base_fingerprint=base.fingerprint(), alignment=alignment,
                             selection=SelectionConfig(criterion=criterion))
         plan.check_fits(base)
@@ -48,10 +51,18 @@ def compress(
                                  greedy_blocks=blocks if greedy else None, show_progress=not quiet)
     save_model(result.model, spec, out, result.metrics)
     result.schedule.save(out / "schedule.json")
-    table = Table("step", "action", "block", "mAP before align", "mAP after align", "GMACs", "latency ms")
+    table = Table("step", "action", "block", "mAP before align", "mAP after align", "GMACs", "latency ms", "speed-up")
     for step in result.steps:
+        flag = "*" if step.speedup["unstable"] else ""
         table.add_row(str(step.step), step.action, step.block or "-", f"{100 * step.map_before_alignment:.2f}",
-                      f"{100 * step.map_after_alignment:.2f}", f"{step.macs / 1e9:.3f}", f"{step.latency_ms:.2f}")
+                      f"{100 * step.map_after_alignment:.2f}", f"{step.macs / 1e9:.3f}", f"{step.latency_ms:.2f}",
+                      f"{step.speedup['median']:.2f}x{flag}")
     console.print(table)
+    if any(step.speedup["unstable"] for step in result.steps):
+        console.print("* unstable: the per-round ratios to the base model spread wider than eval.latency.stable_iqr")
     print_metrics(result.metrics)
+    base_ms = result.metrics["baseline_latency"]["median_ms"]
+    console.print(f"speed-up over the base model: {format_speedup(result.metrics['speedup'])}, "
+                  f"{result.metrics['latency_ms']:.2f} ms against {base_ms:.2f} ms, "
+                  f"timed side by side in {result.metrics['speedup']['rounds']} interleaved rounds")
     console.print(f"compressed model and schedule written to {out}")

@@ -54,6 +54,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from ..presets import fill_from_preset
+
 EXPANSION = 4  # bottleneck output width / inner width
 
 
@@ -80,12 +82,7 @@ class BLVNetConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in BLVNET_PRESETS:
-                raise ValueError(f"preset: unknown {name!r}, expected one of {sorted(BLVNET_PRESETS)}")
-            data = {**BLVNET_PRESETS[name].model_dump(exclude_defaults=True), **data}
-        return data
+        return fill_from_preset(data, BLVNET_PRESETS)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "BLVNetConfig":
@@ -121,9 +118,9 @@ class BLVNetConfig(BaseModel):
         return {name: (self.inner_widths or {}).get(name, width) for name, width in widths.items()}
 
 
-BLVNET_PRESETS: dict[str, BLVNetConfig] = {
-    "tiny": BLVNetConfig(depths=(2, 3, 3, 2), base_width=16, img_size=32, num_frames=8),
-    "blvnet-tam-50": BLVNetConfig(depths=(3, 4, 6, 3), base_width=64, img_size=224, num_frames=16),
+BLVNET_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(depths=(2, 3, 3, 2), base_width=16, img_size=32, num_frames=8),
+    "blvnet-tam-50": dict(depths=(3, 4, 6, 3), base_width=64, img_size=224, num_frames=16),
 }
 
 

@@ -139,7 +139,8 @@ class TADModel(nn.Module):
         if count % chunk:
             raise ValueError(f"{count} frames is not a multiple of the backbone's {chunk}-frame chunks")
         chunks = frames.reshape(batch * count // chunk, chunk, *frames.shape[2:]).permute(0, 4, 1, 2, 3)
-        return (chunks.float() - self.pixel_mean) / self.pixel_std
+        # In the buffers' dtype, so a model cast to half precision gets half-precision inputs.
+        return (chunks.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
 
     def extract_features(self, inputs: Tensor) -> Tensor:
         """`[B, T, C]` features from `[B, T, C]` features (identity) or `[B, T * stride, H, W, 3]` uint8 frames."""

@@ -1,10 +1,25 @@
-"""VideoMAE-style ViT backbone: tubelet patch embedding, fixed sinusoidal positions, pre-LN blocks.
+"""VideoMAE-style ViT backbone: tubelet patch embedding, positions, pre-LN blocks, a per-step pooled feature.
 
-Parameter names follow the released VideoMAE checkpoints (`patch_embed.proj`, `blocks.{i}.norm1`,
+Parameter names follow the MCG-NJU VideoMAE checkpoints (`patch_embed.proj`, `blocks.{i}.norm1`,
 `blocks.{i}.attn.qkv`, `blocks.{i}.attn.q_bias`, `blocks.{i}.attn.v_bias`, `blocks.{i}.attn.proj`,
-`blocks.{i}.norm2`, `blocks.{i}.mlp.fc1`, `blocks.{i}.mlp.fc2`, `norm`) so that real checkpoints load.
+`blocks.{i}.norm2`, `blocks.{i}.mlp.fc1`, `blocks.{i}.mlp.fc2`, `blocks.{i}.gamma_1/2`, `norm`,
+`fc_norm`, `pos_embed`); `tadmodels.checkpoints` maps the other layouts (Hugging Face, OpenTAD) onto them.
 Blocks live in an `nn.ModuleDict` keyed by their original index: a dropped block is deleted from it
 and every other block keeps its name (and so its checkpoint keys).
+
+The released checkpoints differ in four ways, each a config field:
+
+- where the last LayerNorm sits (`final_norm`): `norm` on every token (pre-training, or fine-tuning
+  with `use_mean_pooling=False`), `fc_norm` on the pooled feature (fine-tuning with mean pooling,
+  the default of MCG-NJU's fine-tuned checkpoints; applied here to each tubelet step's spatial mean,
+  which is what their head computes on a one-step clip), or none (OpenTAD and PBD take the last
+  block's tokens as they are);
+- LayerScale (`layer_scale`: `gamma_1`, `gamma_2` scale each residual branch);
+- positions (`pos_embed`): the fixed sine table, or a learned table; and for the fixed table
+  the image size it was made for (`pos_table_img_size`), resized bicubically to `img_size` as
+  OpenTAD does when its 224-px ViT runs on 160-px frames;
+- LayerNorm epsilon (`norm_eps`, `fc_norm_eps`): 1e-6 in MCG-NJU and OpenTAD; Hugging Face
+  configs set 1e-12 for the blocks and keep PyTorch's 1e-5 for `fc_norm`.
 """
 from __future__ import annotations
 
@@ -12,8 +27,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 from torch import Tensor, nn
+
+from ..presets import fill_from_preset
 
 
 class VideoMAEConfig(BaseModel):
@@ -37,16 +54,19 @@ class VideoMAEConfig(BaseModel):
     num_frames: int = Field(default=16, ge=1, description="frames per chunk")
     mlp_hidden: dict[str, int] = Field(default_factory=dict)
     heads: dict[str, int] = Field(default_factory=dict)
+    final_norm: Literal["norm", "fc_norm", "none"] = Field(
+        default="norm", description="norm: on every token before the spatial mean; fc_norm: on each step's mean; none")
+    layer_scale: bool = Field(default=False, description="per-channel gamma_1/gamma_2 on the residual branches")
+    pos_embed: Literal["sinusoid", "learned"] = "sinusoid"
+    pos_table_img_size: int | None = Field(
+        default=None, ge=1, description="the fixed table is made for this image size and resized (bicubic) to img_size")
+    norm_eps: float = Field(default=1e-6, gt=0, description="epsilon of the blocks' LayerNorms and `norm`")
+    fc_norm_eps: float = Field(default=1e-6, gt=0, description="epsilon of `fc_norm`")
 
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") is not None:
-            name = data["preset"]
-            if name not in VIDEOMAE_PRESETS:
-                raise ValueError(f"preset: unknown {name!r}, expected one of {sorted(VIDEOMAE_PRESETS)}")
-            data = {**VIDEOMAE_PRESETS[name], **data}
-        return data
+        return fill_from_preset(data, VIDEOMAE_PRESETS)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "VideoMAEConfig":
@@ -59,16 +79,43 @@ class VideoMAEConfig(BaseModel):
         for key in (*self.mlp_hidden, *self.heads):
             if not key.isdigit() or int(key) >= self.depth:
                 raise ValueError(f"width override for block {key!r}: expected a block index below {self.depth}")
+        if self.pos_table_img_size is not None:
+            if self.pos_embed == "learned":
+                raise ValueError("pos_table_img_size applies to the fixed sine table; a learned table is stored at img_size")
+            if self.pos_table_img_size % self.patch_size:
+                raise ValueError(f"pos_table_img_size {self.pos_table_img_size} is not divisible by patch_size {self.patch_size}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_variant(self, handler: Any) -> dict[str, Any]:
+        """Variant fields at their defaults are left out, so that the configs, fingerprints and stored
+        study specs of models made before these fields existed stay as they were."""
+        data = handler(self)
+        for name in VARIANT_FIELDS:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
 
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
 
     @property
+    def steps(self) -> int:
+        """Tubelet steps per chunk: the features one chunk gives."""
+        return self.num_frames // self.tubelet_size
+
+    @property
+    def grid(self) -> int:
+        """Patches along each side of a frame."""
+        return self.img_size // self.patch_size
+
+    @property
     def num_tokens(self) -> int:
-        grid = self.img_size // self.patch_size
-        return (self.num_frames // self.tubelet_size) * grid * grid
+        return self.steps * self.grid * self.grid
+
+
+VARIANT_FIELDS = ("final_norm", "layer_scale", "pos_embed", "pos_table_img_size", "norm_eps", "fc_norm_eps")
 
 
 VIDEOMAE_PRESETS: dict[str, dict[str, Any]] = {
@@ -82,12 +129,35 @@ VIDEOMAE_PRESETS: dict[str, dict[str, Any]] = {
 def sinusoid_position_table(num_positions: int, dim: int) -> Tensor:
     """The fixed sine/cosine table of "Attention is all you need", as VideoMAE uses it."""
     position = torch.arange(num_positions, dtype=torch.float64)[:, None]
-    exponent = 2 * (torch.arange(dim) // 2) / dim
-    angles = position / torch.pow(10000.0, exponent.to(torch.float64))[None, :]
+    exponent = 2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim  # in float64, as the references compute it
+    angles = position / torch.pow(10000.0, exponent)[None, :]
     table = torch.empty_like(angles)
     table[:, 0::2] = torch.sin(angles[:, 0::2])
     table[:, 1::2] = torch.cos(angles[:, 1::2])
     return table.to(torch.float32)
+
+
+def resize_position_table(table: Tensor, steps: int, size: int) -> Tensor:
+    """`[steps * g * g, dim]` -> `[steps * size * size, dim]`: each step's g x g grid resized by
+    bicubic interpolation (align_corners=False), as MCG-NJU's fine-tuning and OpenTAD's ViT do."""
+    grid = round((table.shape[0] // steps) ** 0.5)
+    if steps * grid * grid != table.shape[0]:
+        raise ValueError(f"position table of {table.shape[0]} rows is not {steps} square grids")
+    if grid == size:
+        return table
+    dim = table.shape[1]
+    grids = table.reshape(steps, grid, grid, dim).permute(0, 3, 1, 2)
+    resized = F.interpolate(grids, size=(size, size), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).reshape(steps * size * size, dim)
+
+
+def fixed_position_table(config: VideoMAEConfig) -> Tensor:
+    """The sine table for the configured tokens, or for `pos_table_img_size` resized to `img_size`."""
+    if config.pos_table_img_size is None:
+        return sinusoid_position_table(config.num_tokens, config.dim)
+    source_grid = config.pos_table_img_size // config.patch_size
+    table = sinusoid_position_table(config.steps * source_grid * source_grid, config.dim)
+    return resize_position_table(table, config.steps, config.grid)
 
 
 class PatchEmbed(nn.Module):
@@ -135,25 +205,37 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LN transformer block: residual, so dropping it leaves the identity."""
+    """Pre-LN transformer block: residual, so dropping it leaves the identity.
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_hidden: int) -> None:
+    With `layer_scale`, `gamma_1` and `gamma_2` scale the attention and MLP branches per channel;
+    a fresh block has them at 1, so it computes as one without.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_hidden: int, eps: float = 1e-6,
+                 layer_scale: bool = False) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, head_dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_hidden)
+        self.gamma_1 = nn.Parameter(torch.ones(dim)) if layer_scale else None
+        self.gamma_2 = nn.Parameter(torch.ones(dim)) if layer_scale else None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        if self.gamma_1 is None:
+            x = x + self.attn(self.norm1(x))
+            return x + self.mlp(self.norm2(x))
+        x = x + self.gamma_1 * self.attn(self.norm1(x))
+        return x + self.gamma_2 * self.mlp(self.norm2(x))
 
 
 class VideoMAEBackbone(nn.Module):
     """Chunks of frames -> per-tubelet features averaged over space.
 
     Input `[N, 3, F, H, W]` (normalised floats, F = `num_frames`), output `[N, F / tubelet, dim]`:
-    one feature per tubelet step, which is the temporal grid the detector sees.
+    one feature per tubelet step, which is the temporal grid the detector sees. The step's feature
+    is the spatial mean of the last block's tokens, after `norm` or before `fc_norm` as
+    `config.final_norm` says.
     """
 
     def __init__(self, config: VideoMAEConfig) -> None:
@@ -163,7 +245,10 @@ class VideoMAEBackbone(nn.Module):
         self.temporal_stride = config.tubelet_size
         self.chunk_frames = config.num_frames
         self.patch_embed = PatchEmbed(config.dim, config.patch_size, config.tubelet_size)
-        self.register_buffer("pos_embed", sinusoid_position_table(config.num_tokens, config.dim), persistent=False)
+        if config.pos_embed == "learned":
+            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(config.num_tokens, config.dim), std=0.02))
+        else:
+            self.register_buffer("pos_embed", fixed_position_table(config), persistent=False)
         default_hidden = int(config.dim * config.mlp_ratio)
         self.blocks = nn.ModuleDict(
             {
@@ -172,11 +257,14 @@ class VideoMAEBackbone(nn.Module):
                     config.heads.get(str(i), config.num_heads),
                     config.head_dim,
                     config.mlp_hidden.get(str(i), default_hidden),
+                    eps=config.norm_eps,
+                    layer_scale=config.layer_scale,
                 )
                 for i in range(config.depth)
             }
         )
-        self.norm = nn.LayerNorm(config.dim, eps=1e-6)
+        self.norm = nn.LayerNorm(config.dim, eps=config.norm_eps) if config.final_norm == "norm" else None
+        self.fc_norm = nn.LayerNorm(config.dim, eps=config.fc_norm_eps) if config.final_norm == "fc_norm" else None
         self.apply(_init_weights)
 
     def droppable_blocks(self) -> list[str]:
@@ -188,9 +276,10 @@ class VideoMAEBackbone(nn.Module):
 
     def pool(self, tokens: Tensor) -> Tensor:
         """Tokens after the last block -> one feature per tubelet step (mean over space)."""
-        tokens = self.norm(tokens)
-        steps = self.config.num_frames // self.config.tubelet_size
-        return tokens.view(tokens.shape[0], steps, -1, tokens.shape[-1]).mean(dim=2)
+        if self.norm is not None:
+            tokens = self.norm(tokens)
+        features = tokens.view(tokens.shape[0], self.config.steps, -1, tokens.shape[-1]).mean(dim=2)
+        return self.fc_norm(features) if self.fc_norm is not None else features
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = self.embed(x)
@@ -207,48 +296,6 @@ def _init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
-
-
-# Keys that real VideoMAE checkpoints carry but this backbone does not use: the classifier head,
-# the pooled-feature norm, the mask token / decoder of pre-training, and the fixed position table
-# (recomputed here for the configured input size).
-_IGNORED_CHECKPOINT_KEYS = ("head.", "fc_norm.", "decoder", "mask_token", "encoder_to_decoder", "pos_embed")
-_CHECKPOINT_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
-
-
-def convert_videomae_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Strip the wrapper prefixes real checkpoints carry and drop the keys this backbone has no use for."""
-    converted: dict[str, Tensor] = {}
-    for key, value in state.items():
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _CHECKPOINT_PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix):], True
-        if not key.startswith(_IGNORED_CHECKPOINT_KEYS):
-            converted[key] = value
-    return converted
-
-
-def load_videomae_checkpoint(backbone: VideoMAEBackbone, state: dict[str, Tensor]) -> None:
-    """Load a VideoMAE-format state dict, refusing missing or unexpected keys and shape mismatches.
-
-    Keys of dropped blocks are ignored, so a full checkpoint loads into a model with blocks dropped.
-    """
-    converted = convert_videomae_state_dict(state)
-    own = backbone.state_dict()
-    dropped = {key for key in converted if key.startswith("blocks.") and key not in own
-               and key.split(".")[1] not in backbone.blocks and int(key.split(".")[1]) < backbone.config.depth}
-    converted = {key: value for key, value in converted.items() if key not in dropped}
-    missing = sorted(set(own) - set(converted))
-    unexpected = sorted(set(converted) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"VideoMAE checkpoint does not fit: missing keys {missing[:8]}, unexpected keys {unexpected[:8]}")
-    for key, value in converted.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"VideoMAE checkpoint key {key}: shape {tuple(value.shape)}, expected {tuple(own[key].shape)}")
-    backbone.load_state_dict(converted)
 
 
 def videomae_macs_per_block(config: VideoMAEConfig) -> float:

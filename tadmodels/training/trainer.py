@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass
 from functools import partial
@@ -11,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from ..checkpoints.backbone import BACKBONE_WEIGHTS, is_backbone_import, read_backbone_import
+from ..checkpoints.files import config_differences, load_strict
 from ..data.dataset import GridGeometry, TADDataset, collate, seed_worker
 from ..data.formats import Annotations, load_annotations
 from ..data.config import DataConfig
@@ -24,6 +23,7 @@ from ..inference import evaluate_model
 from ..models import TADModel
 from ..profile import profile_model, resolve_device
 from ..spec import ExperimentSpec, load_spec
+from .loop import fit
 
 MODEL_FILE, CONFIG_FILE, METRICS_FILE = "model.safetensors", "config.yaml", "metrics.json"
 
@@ -92,74 +92,39 @@ class Experiment:
                                              min_length=self.spec.data.max_seq_len),
                           num_workers=workers, worker_init_fn=seed_worker if workers else None)
 
-    def evaluate(self, model: TADModel | None = None, profile: bool = True) -> dict:
+    def evaluate(self, model: TADModel | None = None, profile: bool = True, baseline: TADModel | None = None) -> dict:
         """mAP on the test subset and, with `profile`, MACs, parameters and latency of one
-        `profile_positions` window."""
+        `profile_positions` window, timed as `eval.latency` says. With `baseline`, the two are
+        timed side by side in the same rounds and the result adds `speedup` (the median of
+        per-round ratios, with its quartiles) and `baseline_latency`."""
         model = model if model is not None else self.model
         result = evaluate_model(model, self.dataset(self.spec.data.test_subset), self.spec.eval.tious)
         scores = {"average_mAP": result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
         if not profile:
             return scores
         positions = self.spec.eval.profile_positions or self.spec.data.max_seq_len
-        profile = profile_model(model, positions, device=self.spec.train.device, repeats=self.spec.eval.latency_repeats,
-                                threads=self.spec.train.threads)
+        profile = profile_model(model, positions, device=self.spec.train.device, config=self.spec.eval.latency,
+                                threads=self.spec.train.threads, baseline=baseline)
+        figures = profile.to_json()
         return {
-            **scores, "latency_ms": profile.latency.median_ms, "latency": profile.latency.to_json(),
-            "macs": profile.macs, "params": profile.params, "droppable_blocks": model.droppable_blocks(),
+            **scores, "latency_ms": profile.latency.median_ms, **figures, "droppable_blocks": model.droppable_blocks(),
             "dropped_blocks": list(model.architecture.dropped), "fingerprint": model.fingerprint(),
         }
 
 
-def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to the base rate, then cosine decay to zero."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with no decay on biases and norm scales (1-D parameters), as ActionFormer trains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
-
-
 def train(experiment: Experiment, show_progress: bool = True) -> TADModel:
-    """Train `experiment.model` on the train subset; returns the EMA of its weights."""
+    """Train `experiment.model` on the train subset; returns it with the EMA of its weights."""
     config = experiment.spec.train
     seed_everything(config.seed)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    device = experiment.device
-    model = experiment.model.to(device).train()
-    loader = experiment.loader(experiment.spec.data.train_subset)
-    total = config.epochs * len(loader)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay)
-    warmup = round(config.warmup_epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_lambda, warmup_steps=max(1, warmup), total_steps=total))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, disable=not show_progress) as progress:
-        task = progress.add_task("train", total=total, loss=float("nan"))
-        for epoch in range(config.epochs):
-            for batch in loader:
-                batch = batch.to(device)
-                losses = model.detector.loss(model(batch.inputs, batch.mask), batch.segments, batch.labels)
-                loss = losses["total"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                ema.update_parameters(model)
-                progress.update(task, advance=1, loss=loss.item(), description=f"train epoch {epoch + 1}/{config.epochs}")
-    trained: TADModel = ema.module.to("cpu").eval()
+    model = experiment.model.to(experiment.device)
+
+    def loss(batch) -> torch.Tensor:
+        return model.detector.loss(model(batch.inputs, batch.mask), batch.segments, batch.labels)["total"]
+
+    fit(model, experiment.loader(experiment.spec.data.train_subset), loss, config, "training", show_progress)
+    trained: TADModel = model.to("cpu").eval()
     experiment.model = trained
     return trained
 
@@ -187,23 +152,50 @@ def save_model(model: TADModel, spec: ExperimentSpec, out: Path, metrics: dict |
 
 
 def load_model(directory: Path | str) -> tuple[TADModel, ExperimentSpec]:
-    """A model directory written by `save_model`: weights through safetensors, never pickle."""
+    """A model directory written by `save_model`: weights through safetensors, never pickle, every
+    key of the model and of the file matched."""
     directory = Path(directory)
+    if is_backbone_import(directory):
+        raise ValueError(f"{directory}: a backbone import, not a model; train a detector on it first: "
+                         f"`tadprune train SPEC --init {directory}`")
     config_path, weights_path = directory / CONFIG_FILE, directory / MODEL_FILE
     for path in (config_path, weights_path):
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; expected a model directory written by `tadprune train`")
     spec = load_spec(config_path)
     model = TADModel(spec.model)
-    state = load_file(str(weights_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{weights_path}: does not match {config_path}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    load_strict(model, load_file(str(weights_path)), f"{weights_path} (against {config_path})")
     return model.eval(), spec
 
 
-def train_and_save(spec: ExperimentSpec, out: Path, show_progress: bool = True) -> dict:
-    experiment = Experiment.from_spec(spec)
+def initial_model(spec: ExperimentSpec, init: Path) -> TADModel:
+    """The spec's model with the weights of `init`: a backbone import (its backbone; the detector
+    starts fresh from `train.seed`) or a model directory (everything). The architectures must be
+    equal; the fields that differ are named."""
+    init = Path(init)
+    if is_backbone_import(init):
+        config, state = read_backbone_import(init)
+        if spec.model.backbone is None:
+            raise ValueError(f"--init {init}: a backbone import, but the spec's model runs on features (model.input_dim)")
+        _refuse_differences(init, "model.backbone", config_differences(spec.model.backbone, config))
+        seed_everything(spec.train.seed)
+        model = TADModel(spec.model)
+        load_strict(model.backbone, state, str(init / BACKBONE_WEIGHTS))
+        return model
+    model, saved = load_model(init)
+    _refuse_differences(init, "model", config_differences(spec.model, saved.model))
+    return model
+
+
+def _refuse_differences(init: Path, section: str, differences: list[str]) -> None:
+    if differences:
+        raise ValueError(f"--init {init}: its architecture differs from the spec's {section} "
+                         "(spec -> init): " + "; ".join(differences))
+
+
+def train_and_save(spec: ExperimentSpec, out: Path, show_progress: bool = True, init: Path | None = None) -> dict:
+    """Train the spec's model (from the weights of `init`, see `initial_model`), evaluate it, save it."""
+    experiment = Experiment.from_spec(spec, initial_model(spec, init) if init is not None else None)
     model = train(experiment, show_progress)
     metrics = experiment.evaluate(model)
     save_model(model, spec, out, metrics)

@@ -1,0 +1,127 @@
+"""Latency measurement: adaptive interleaved rounds, per-round speed-ups that cancel load both
+variants share, deployment settings (dtype, batch, compile), and the study's latency cache key."""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from search.objective import TrialRunner
+from search.spec import load_study_spec
+from tadmodels.models import ModelConfig, TADModel
+from tadmodels.profile import TimingConfig, deploy, first_call, measure_latencies, model_latency
+from tadmodels.spec import EvalConfig
+
+CPU = torch.device("cpu")
+
+
+def sleeper(ms: float, load: list[float] | None = None):
+    """A variant that takes `ms` (times the current `load[0]`, a stand-in for a competing process)."""
+    return lambda: time.sleep(ms * (load[0] if load else 1.0) / 1000)
+
+
+def test_a_load_that_changes_between_rounds_leaves_the_paired_speedup_intact():
+    load, calls = [1.0], []
+
+    def loaded(name: str, ms: float):
+        def run():
+            calls.append(name)
+            load[0] = 1.0 if (len(calls) - 1) // 2 % 2 == 0 else 3.0  # every other round runs 3x slower
+            sleeper(ms, load)()
+        return run
+
+    config = TimingConfig(warmup=0, min_repeats=8, max_repeats=8, stable_iqr=0.2)
+    timings = measure_latencies({"base": loaded("base", 60), "fast": loaded("fast", 30)}, CPU, [1], config)
+    # Each variant alone swings by 3x: flagged unstable. Paired per round, the ratio stays 2.
+    assert timings["base"].unstable and timings["fast"].unstable
+    assert timings["base"].stopped_by == "max_repeats" and timings["base"].repeats == 8
+    speedup = timings.speedup("fast")
+    assert 1.6 < speedup.median < 2.4 and not speedup.unstable
+    assert timings.speedup("base").median == 1.0
+    # The order rotates from round to round: neither variant always runs first.
+    assert calls[0::2] == ["base", "fast"] * 4
+
+
+def test_repeats_stop_when_stable_and_at_the_caps():
+    lenient = TimingConfig(warmup=1, min_repeats=4, stable_iqr=100.0)  # stable as soon as it may stop
+    steady = measure_latencies({"a": sleeper(2)}, CPU, [1], lenient)
+    assert steady["a"].stopped_by == "stable" and steady["a"].repeats == 4 and not steady["a"].unstable
+    record = steady["a"]
+    assert record.min_ms <= record.median_ms and record.stop_rule == {
+        "min_repeats": 4, "max_repeats": 100, "max_time_s": 30.0, "stable_iqr": 100.0}
+    never_stable = {"stable_iqr": 1e-9, "warmup": 0}
+    capped = measure_latencies({"a": sleeper(20)}, CPU, [1], TimingConfig(min_repeats=2, max_time_s=0.05, **never_stable))
+    assert capped["a"].stopped_by == "max_time_s" and capped["a"].unstable
+    samples = capped.samples_ms["a"]
+    assert sum(samples) >= 50 and sum(samples[:-1]) < 50 or len(samples) == 2  # stopped by the first round past it
+    # The time cap never cuts below the minimum number of rounds.
+    slow = measure_latencies({"a": sleeper(20)}, CPU, [1], TimingConfig(min_repeats=3, max_time_s=0.001, **never_stable))
+    assert slow["a"].repeats == 3 and slow["a"].stopped_by == "max_time_s"
+
+
+def test_timing_config_refuses_a_minimum_above_the_maximum():
+    with pytest.raises(ValueError, match=r"min_repeats \(9\) exceeds max_repeats \(3\)"):
+        TimingConfig(min_repeats=9, max_repeats=3)
+
+
+def test_model_directories_written_with_fixed_repeats_still_load():
+    config = EvalConfig.model_validate({"latency_repeats": 7})
+    assert (config.latency.min_repeats, config.latency.max_repeats) == (7, 7)
+
+
+@pytest.fixture(scope="module")
+def feature_model():
+    torch.manual_seed(0)
+    return TADModel(ModelConfig.model_validate({"input_dim": 16, "detector": {
+        "num_classes": 3, "dim": 16, "num_heads": 2, "window": 5, "levels": 3}})).eval()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_times_a_copy_and_leaves_the_callers_model_alone(feature_model, dtype):
+    before = {k: v.clone() for k, v in feature_model.state_dict().items()}
+    record = model_latency(feature_model, 16, "cpu", TimingConfig(dtype=dtype, batch=3, warmup=1, min_repeats=2,
+                                                                  max_repeats=2))
+    assert record.dtype == dtype and record.input_shape[0] == 3 and not record.compile
+    after = feature_model.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_what_cannot_run_is_refused_naming_the_setting():
+    class NoHalfKernel(nn.Module):
+        def forward(self, x):
+            if x.dtype == torch.float16:
+                raise RuntimeError('"addmm" not implemented for \'Half\'')
+            return x
+
+    module = deploy(NoHalfKernel(), CPU, TimingConfig(dtype="float16"))
+    with pytest.raises(ValueError, match="latency.dtype=float16, latency.compile=False.*not implemented for 'Half'"):
+        first_call(lambda: module(torch.ones(2, dtype=torch.float16)), CPU, TimingConfig(dtype="float16"))
+
+
+def test_compile_runs_the_compiled_copy():
+    """torch.compile on CPU (inductor, the C++ compiler): compiled in the first call, then timed."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    config = TimingConfig(compile=True, warmup=1, min_repeats=2, max_repeats=2)
+    compiled = deploy(module, CPU, config)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule) and compiled is not module
+    x = torch.randn(2, 8)
+    first_call(lambda: compiled(x), CPU, config)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(x), module(x))
+    assert measure_latencies({"m": lambda: compiled(x)}, CPU, [2, 8], config)["m"].compile
+
+
+def test_a_study_caches_latency_per_dtype_and_batch(tiny_setting, tmp_path):
+    spec = load_study_spec(tiny_setting).model_copy(update={"artifacts": tmp_path})
+    runner = TrialRunner(spec)
+    first, hit = runner.latency(runner.base)
+    again, hit_again = runner.latency(runner.base)
+    assert not hit and hit_again and again == first
+    assert (first["dtype"], first["input_shape"][0], first["compile"]) == ("float32", 1, False)
+    runner.spec = spec.model_copy(update={"latency": spec.latency.model_copy(update={"dtype": "bfloat16"})})
+    half, hit = runner.latency(runner.base)
+    assert not hit and half["dtype"] == "bfloat16"
+    runner.spec = spec.model_copy(update={"latency": spec.latency.model_copy(update={"batch": 2})})
+    batched, hit = runner.latency(runner.base)
+    assert not hit and batched["input_shape"][0] == 2
