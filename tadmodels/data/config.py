@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..fields import added_field
+
 
 class SyntheticSource(BaseModel):
     """Generate the dataset with `tadprune data synth` when `root` does not exist yet."""
@@ -65,14 +67,14 @@ class DataConfig(BaseModel):
     test_subset: str = "test"
     labels: list[str] | None = Field(default=None, description="label names in id order; None: from the annotations")
     max_seq_len: int = Field(default=2304, ge=1, description="training window, in feature-grid positions")
-    video: VideoDecoding | None = Field(default=None, description="kind videos only; None there: the defaults")
-    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes that read (and decode) "
-                                                          "videos; 0: the main process")
+    video: VideoDecoding | None = added_field(None, description="kind videos only; None there: the defaults")
+    num_workers: int = added_field(0, ge=0, description="DataLoader worker processes that read (and decode) "
+                                                        "videos; 0: the main process")
     # OpenTAD's THUMOS14 test set-up: windows of the training length, overlapping by half, whose
     # detections are merged by NMS over the whole video (see tadmodels.inference).
-    inference_window: int | None = Field(default=None, ge=1, description="grid positions per inference window; "
-                                                                         "None: whole videos in one pass")
-    inference_overlap: float = Field(default=0.5, ge=0, lt=1, description="fraction shared by neighbouring windows")
+    inference_window: int | None = added_field(None, ge=1, description="grid positions per inference window; "
+                                                                       "None: whole videos in one pass")
+    inference_overlap: float = added_field(0.5, ge=0, lt=1, description="fraction shared by neighbouring windows")
     synthetic: SyntheticSource | None = None
 
     @model_validator(mode="after")
