@@ -2,26 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .data.config import DataConfig
+from .data.config import DataConfig, VideoDecoding
 from .evaluation import THUMOS14_TIOUS
+from .fields import added_field
 from .models import ModelConfig
 from .profile.latency import TimingConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_HELP = ("fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler) where the work runs on CUDA; "
                   "on any other device the work runs in fp32 whatever this says")
-
-
-def added_field(default: Any, **kwargs: Any) -> Any:
-    """A setting added after files holding its section were written (schedules, study identities,
-    model configs, cache keys): left out of dumps while at its default, so what was written before
-    it existed keeps its meaning and its hash."""
-    return Field(default=default, exclude_if=lambda value: value == default, **kwargs)
 
 
 class TrainConfig(BaseModel):
@@ -78,9 +72,43 @@ class ExperimentSpec(BaseModel):
 
     @model_validator(mode="after")
     def _frames_need_backbone(self) -> "ExperimentSpec":
-        if (self.data.kind == "frames") != (self.model.backbone is not None):
-            raise ValueError(f"data.kind is {self.data.kind!r}: frames need model.backbone, features need model.input_dim")
+        backbone = self.model.backbone
+        if self.data.end_to_end != (backbone is not None):
+            raise ValueError(f"data.kind is {self.data.kind!r}: frames and videos need model.backbone, "
+                             "features need model.input_dim")
+        if self.data.video is not None and self.data.video.crop != backbone.img_size:
+            raise ValueError(f"data.video.crop is {self.data.video.crop} but the backbone reads "
+                             f"{backbone.img_size} x {backbone.img_size} frames (model.backbone.img_size)")
         return self
+
+    def with_data(self, data: DataConfig) -> "ExperimentSpec":
+        """This spec reading another dataset, validated again (the kind against the model)."""
+        try:
+            return type(self).model_validate({**self.model_dump(), "data": data.model_dump()})
+        except ValidationError as error:
+            raise SpecError(f"data at {data.root} does not suit the model\n"
+                            + "\n".join(f"  {p}" for p in validation_problems(error))) from None
+
+    def data_at(self, root: Path) -> DataConfig:
+        """This spec's data settings for a dataset ROOT laid out as the kinds are: `annotations.json`
+        with `features/`, `frames/` or `videos/`. The model's own kind is read where ROOT has it;
+        an end-to-end model reads the other of frames and videos too (videos then decoded at the
+        backbone's input size, the short side resized to it)."""
+        if not (root / "annotations.json").is_file():
+            raise FileNotFoundError(f"{root}: no annotations.json; expected a dataset root with annotations.json "
+                                    "and features/, frames/ or videos/")
+        present = [kind for kind in ("features", "frames", "videos") if (root / kind).is_dir()]
+        readable = [self.data.kind, *(k for k in ("frames", "videos") if self.data.end_to_end and k != self.data.kind)]
+        kind = next((k for k in readable if k in present), None)
+        if kind is None:
+            raise ValueError(f"{root}: the model reads {' or '.join(f'{k}/' for k in readable)} but the root has "
+                             f"{', '.join(f'{k}/' for k in present) or 'none of features/, frames/, videos/'}")
+        video = None
+        if kind == "videos":
+            size = self.model.backbone.img_size
+            video = self.data.video or VideoDecoding(short_side=size, crop=size)
+        return self.data.model_copy(update={"root": root, "kind": kind, "annotations": "annotations.json",
+                                            "inputs_dir": None, "video": video, "synthetic": None})
 
 
 class SpecError(ValueError):

@@ -10,6 +10,7 @@ from .common import group
 app = group("Compress temporal action detection models by searching block-drop schedules.")
 app.add_typer(data.app, name="data")
 app.command()(models.train)
+app.command()(models.predict)
 app.command("eval")(models.evaluate)
 app.command()(models.profile)
 app.command()(compress.compress)

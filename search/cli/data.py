@@ -13,7 +13,7 @@ app = group("Datasets: synthetic generation.")
 
 @app.command("synth")
 def synth(
-    preset: Annotated[str, typer.Option(help="synthetic preset, e.g. demo, demo-features, thumos-like")],
+    preset: Annotated[str, typer.Option(help="synthetic preset, e.g. demo, demo-videos, demo-features, thumos-like")],
     out: Annotated[Path, typer.Option(help="directory to write")],
     seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
 ) -> None:

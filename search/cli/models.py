@@ -1,4 +1,4 @@
-"""Commands on one model: `train`, `eval`, `profile`."""
+"""Commands on one model: `train`, `predict`, `eval`, `profile`."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,32 @@ def train(
     console.print(f"model written to {out}")
 
 
+def predict(
+    model: Annotated[Path, typer.Option(help="model directory (written by train or compress)")],
+    data: Annotated[Path, typer.Option(help="a spec YAML whose data section to read, or a dataset ROOT: "
+                                            "annotations.json with features/, frames/ or videos/")],
+    out: Annotated[Path, typer.Option(help="ActivityNet results JSON to write")],
+    subset: Annotated[str, typer.Option(help="annotation subset to run on")] = "test",
+    batch: Annotated[int, typer.Option(min=1, help="windows per forward pass")] = 1,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Detections of a model on a dataset, as the ActivityNet results JSON that eval reads."""
+    from search.spec import load_any_spec
+    from tadmodels.data import write_predictions
+    from tadmodels.inference import predict as run_model
+    from tadmodels.training import Experiment, load_model
+
+    with user_input_errors():
+        loaded, spec = load_model(model)
+        data_config = spec.data_at(data) if data.is_dir() else load_any_spec(data).data
+        experiment = Experiment.from_spec(spec.with_data(data_config), model=loaded)
+        dataset = experiment.dataset(subset)
+        results = run_model(loaded.to(experiment.device), dataset, batch_size=batch, show_progress=not quiet)
+        write_predictions(out, results)
+    count = sum(len(detections) for detections in results.values())
+    console.print(f"{count} detections in {len(results)} videos written to {out}")
+
+
 def evaluate(
     gt: Annotated[Path, typer.Option(help="ground truth, ActivityNet/THUMOS annotation JSON")],
     pred: Annotated[Path, typer.Option(help="predictions, ActivityNet results JSON")],
@@ -35,7 +61,7 @@ def evaluate(
     tiou: Annotated[str, typer.Option(help="comma-separated tIoU thresholds")] = "0.3,0.4,0.5,0.6,0.7",
     as_json: Annotated[bool, typer.Option("--json", help="last line: {\"per_tiou\": [...], \"average_mAP\": x}")] = False,
 ) -> None:
-    """mAP of predictions against ground truth at each tIoU threshold (ActivityNet semantics)."""
+    """mAP of predictions against ground truth at each tIoU threshold, as ActionFormer's evaluator computes it."""
     from tadmodels.evaluation import evaluate_files
 
     thresholds = parse_floats(tiou, "--tiou")

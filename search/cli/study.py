@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from .common import console, group, user_input_errors
 
@@ -59,6 +57,8 @@ def open_existing_study(storage: str, name: str):
 
 def print_status(study) -> None:
     from optuna.trial import TrialState
+    from rich.markup import escape
+    from rich.table import Table
 
     from search.lifecycle import PRUNE_REASON
 
@@ -151,6 +151,8 @@ def study_pareto(
     if as_json:
         print(json.dumps({**report.to_json(), "png": str(png), "html": str(html)}))
         return
+    from rich.table import Table
+
     names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
     common = dotted_common_prefix(names)
     table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from .config import DataConfig
 from .formats import Annotations, VideoRecord, load_video_array, seconds_to_grid
@@ -23,11 +23,15 @@ class GridGeometry:
     clip: int
     multiple: int  # padded grid lengths are multiples of this (the model's largest stride)
 
+    def padded(self, length: int) -> int:
+        """The grid length a sample of `length` positions is padded to on its own."""
+        return -(-length // self.multiple) * self.multiple
+
 
 @dataclass
 class Sample:
     video: VideoRecord
-    inputs: Tensor      # [T, C] float features or [T * stride, H, W, 3] uint8 frames
+    inputs: Tensor      # [T, C] float features or [T * stride, H, W, 3] uint8 frames (stored or decoded)
     length: int         # valid grid positions
     segments: Tensor    # [N, 2] grid units, relative to `offset`
     labels: Tensor      # [N]
@@ -79,19 +83,40 @@ class TADDataset(Dataset[Sample]):
     def fps(self, video: VideoRecord) -> float:
         return self.config.fps or video.fps
 
+    @property
+    def frames_per_position(self) -> int:
+        """Input steps per grid position: the backbone's temporal stride for frames, 1 for features."""
+        return self.geometry.stride if self.config.end_to_end else 1
+
     def __getitem__(self, index: int) -> Sample:
         video = self.videos[index]
         array = load_video_array(self.config, video)
-        frames_per_position = self.geometry.stride if self.config.kind == "frames" else 1
-        length = -(-array.shape[0] // frames_per_position)
+        length = -(-array.shape[0] // self.frames_per_position)
         offset = 0
         if self.window is not None and length > self.window:
             offset = int(self.rng.integers(0, length - self.window + 1))
             length = self.window
-        inputs = torch.from_numpy(np.array(array[offset * frames_per_position:(offset + length) * frames_per_position]))
+        step = self.frames_per_position
+        inputs = torch.from_numpy(np.array(array[offset * step:(offset + length) * step]))
         grid = seconds_to_grid(video.segments, self.fps(video), self.geometry.stride, self.geometry.clip) - offset
         segments, labels = _clip_segments(grid, video.labels, length)
         return Sample(video, inputs, length, torch.from_numpy(segments).float(), torch.from_numpy(labels).long(), offset)
+
+    def span(self, sample: Sample, start: int, length: int) -> Sample:
+        """Grid positions [start, start + length) of a sample (cut at its end); the inputs are a view."""
+        step = self.frames_per_position
+        length = min(length, sample.length - start)
+        segments, labels = _clip_segments(sample.segments.numpy() - start, sample.labels.numpy(), length)
+        return Sample(sample.video, sample.inputs[start * step:(start + length) * step], length,
+                      torch.from_numpy(segments).float(), torch.from_numpy(labels).long(), sample.offset + start)
+
+
+def seed_worker(worker_id: int) -> None:
+    """`worker_init_fn` of DataLoaders over a `TADDataset`: each worker draws its random crops from
+    its own seed (torch's per-worker seed, new each epoch and fixed by the loader's generator)
+    instead of the copy of the parent's generator every worker would otherwise repeat."""
+    info = get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
 
 
 def _clip_segments(segments: np.ndarray, labels: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +129,7 @@ def _clip_segments(segments: np.ndarray, labels: np.ndarray, length: int) -> tup
 def collate(samples: list[Sample], geometry: GridGeometry, frames: bool, min_length: int = 0) -> Batch:
     """Zero-pad every sample to one grid length: the longest (at least `min_length`), rounded up
     to the model's multiple. Frames are padded in frames, `stride` per grid position."""
-    longest = max([s.length for s in samples] + [min_length])
-    padded = -(-longest // geometry.multiple) * geometry.multiple
+    padded = geometry.padded(max([s.length for s in samples] + [min_length]))
     per_position = geometry.stride if frames else 1
     first = samples[0].inputs
     inputs = first.new_zeros((len(samples), padded * per_position, *first.shape[1:]))

@@ -2,7 +2,8 @@
 
 - Annotations: `{"database": {video_id: {"subset", "duration", "fps", "annotations":
   [{"label", "label_id", "segment": [start_s, end_s]}]}}}` (ActivityNet / ActionFormer THUMOS14 JSON).
-- Inputs: `<root>/<video_id>.npy`, float32 `[T, C]` features or uint8 `[T, H, W, 3]` frames.
+- Inputs: `<root>/<video_id>.npy`, float32 `[T, C]` features or uint8 `[T, H, W, 3]` frames, or
+  `<root>/<video_id>.{mp4,mkv,avi,webm}` videos decoded to such frames (`video.py`).
 - Predictions: ActivityNet results JSON `{"results": {video_id: [{"label", "score", "segment"}]}}`.
 
 Real datasets arrive with truncated downloads, stray labels and segments past the end of the video;
@@ -206,14 +207,21 @@ def _parse_video(path: Path, video_id: str, entry: Any, ids: dict[str, int]) -> 
 
 
 def video_array_path(config: DataConfig, video_id: str) -> Path:
-    """Where the features or frames of one video live."""
+    """Where the features or frames of one video live (`kind: videos`: see `video.find_video`)."""
     return config.inputs_path / f"{video_id}.npy"
 
 
 def load_video_array(config: DataConfig, video: VideoRecord) -> np.ndarray:
-    """Memory-map the inputs of one video and check them against the formats: float32 `[T, C]`
-    features, or uint8 `[T, H, W, 3]` frames whose count matches duration * fps (a truncated
-    video otherwise trains silently on its first part)."""
+    """The inputs of one video, checked against the formats: float32 `[T, C]` features or uint8
+    `[T, H, W, 3]` frames memory-mapped from `.npy`, or frames decoded from a video file
+    (`kind: videos`, `tadmodels.data.video`). Frame counts must match duration * fps: a truncated
+    video otherwise trains silently on its first part."""
+    if config.kind == "videos":
+        from .video import load_video_frames  # the video module builds on this one
+
+        frames, path = load_video_frames(config, video)
+        _check_frame_count(f"video {video.video_id}: {path}", len(frames), config, video)
+        return frames
     path = video_array_path(config, video.video_id)
     where = f"video {video.video_id}: {path}"
     if not path.is_file():
@@ -232,13 +240,17 @@ def load_video_array(config: DataConfig, video: VideoRecord) -> np.ndarray:
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3 or 0 in array.shape:
         raise DataFormatError(f"{where} holds {array.dtype} {list(array.shape)}; "
                               "expected non-empty uint8 RGB frames [T, H, W, 3]")
+    _check_frame_count(where, array.shape[0], config, video)
+    return array
+
+
+def _check_frame_count(where: str, count: int, config: DataConfig, video: VideoRecord) -> None:
     fps = config.fps or video.fps
     expected = video.duration * fps
     tolerance = max(FRAME_COUNT_TOLERANCE, FRAME_COUNT_TOLERANCE_FRACTION * expected)
-    if abs(array.shape[0] - expected) > tolerance:
-        raise DataFormatError(f"{where} has {array.shape[0]} frames; expected duration {video.duration} s x "
+    if abs(count - expected) > tolerance:
+        raise DataFormatError(f"{where} has {count} frames; expected duration {video.duration} s x "
                               f"{fps} fps = {expected:.1f} (tolerance {tolerance:.1f}): truncated video or wrong fps?")
-    return array
 
 
 def seconds_to_grid(seconds: ArrayLike, fps: float, stride: int, clip: int) -> np.ndarray:
@@ -286,5 +298,8 @@ def write_predictions(path: str | Path, results: dict[str, list[dict[str, Any]]]
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
+    """Written under a temporary name and renamed: a crash never leaves half a file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=1) + "\n")
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=1) + "\n")
+    temporary.replace(path)

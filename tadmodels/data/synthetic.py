@@ -1,7 +1,7 @@
 """Deterministic synthetic TAD datasets, written in exactly the formats real data uses.
 
-Each preset writes `annotations.json`, one `.npy` per video under `frames/` or `features/`, and
-`dataset.json` (the facts a `DataConfig` needs). The same preset and seed give byte-identical files,
+Each preset writes `annotations.json`, one `.npy` per video under `frames/` or `features/` (or
+one H.264 `.mp4` per video under `videos/`), and `dataset.json` (the facts a `DataConfig` needs). The same preset and seed give byte-identical files,
 and `max_videos` gives a prefix of the same dataset, because every video draws from its own
 generator derived from (seed, subset, index).
 
@@ -27,8 +27,9 @@ from typing import Literal
 
 import numpy as np
 
-from .config import DataConfig, SyntheticSource
+from .config import DataConfig, SyntheticSource, VideoDecoding
 from .formats import VideoRecord, seconds_to_grid, write_annotations
+from .video import write_video
 
 # Directions a frames-flavour square may move in, as (dx, dy) in pixels, and the colours of the
 # squares: class (a, b) uses the ordered pair of colours, as features use prototypes.
@@ -64,11 +65,12 @@ class SyntheticPreset:
     `fps`, `feature_stride` and `clip_length` are what a `DataConfig` for this dataset should say
     (`data_config` builds one). For features they describe how the `[T, C]` arrays were laid out
     (position i covers frames [i * stride, i * stride + clip)); for frames, the grid of the tiny
-    end-to-end ViT the preset is designed for (tubelet 2: stride 2, clip 2).
+    end-to-end ViT the preset is designed for (tubelet 2: stride 2, clip 2). `videos` renders the
+    frames flavour and writes each video as an H.264 file, which the loaders decode.
     """
 
     name: str
-    kind: Literal["frames", "features"]
+    kind: Literal["frames", "features", "videos"]
     num_classes: int
     subsets: tuple[tuple[str, int], ...]  # (subset, number of videos), in generation order
     fps: float
@@ -100,15 +102,20 @@ class SyntheticPreset:
     def __post_init__(self) -> None:
         if self.num_classes % 2:
             raise ValueError(f"preset {self.name}: classes come as (a, b), (b, a) pairs; {self.num_classes} is odd")
-        if self.kind == "frames" and self.num_prototypes > len(PALETTE):
+        if self.renders_frames and self.num_prototypes > len(PALETTE):
             raise ValueError(f"preset {self.name}: {self.num_classes} classes need {self.num_prototypes} colours, "
                              f"the palette has {len(PALETTE)}")
-        if self.kind == "frames" and self.travel_px + self.square_size > self.frame_size:
+        if self.renders_frames and self.travel_px + self.square_size > self.frame_size:
             raise ValueError(f"preset {self.name}: a square cannot travel {self.travel_px} px in {self.frame_size} px")
         needed = self.min_instances * self.instance_seconds.high + (self.min_instances + 1) * self.min_gap_s
         if needed > self.video_seconds.low:
             raise ValueError(f"preset {self.name}: {self.min_instances} instances need {needed} s "
                              f"but videos can be {self.video_seconds.low} s")
+
+    @property
+    def renders_frames(self) -> bool:
+        """Frames (stored as `.npy` or written as videos) rather than features."""
+        return self.kind != "features"
 
     @property
     def num_prototypes(self) -> int:
@@ -131,9 +138,11 @@ class SyntheticPreset:
 
     def data_config(self, root: Path, seed: int = 0) -> DataConfig:
         """The `DataConfig` that reads this dataset from `root` (and regenerates it when missing)."""
+        # Videos are decoded at the size they were written: no resize, the whole frame as the crop.
+        video = VideoDecoding(short_side=self.frame_size, crop=self.frame_size) if self.kind == "videos" else None
         return DataConfig(root=root, kind=self.kind, fps=self.fps, feature_stride=self.feature_stride,
                           clip_length=self.clip_length, train_subset=self.subsets[0][0],
-                          test_subset=self.subsets[1][0], labels=self.label_names,
+                          test_subset=self.subsets[1][0], labels=self.label_names, video=video,
                           synthetic=SyntheticSource(preset=self.name, seed=seed))
 
 
@@ -155,13 +164,16 @@ _THUMOS_TIMELINE = dict(
     instances_per_minute=4.5, min_instances=1, max_instances=None, min_gap_s=1.0, distractors_per_minute=3.0,
 )
 
+# Noisier than the default, so that depth matters: the base model still reaches ~0.99 in its
+# 3 minutes, and dropping its first 1 / 2 blocks without alignment cost 0.2 / 2.4 points of
+# mAP at 6 grey levels, 17 / 53 points at 32.
+_DEMO_FRAMES = dict(feature_stride=2, clip_length=2, frame_noise=32.0, **_DEMO_TIMELINE)
+
 PRESETS: dict[str, SyntheticPreset] = {
     preset.name: preset for preset in (
-        # Noisier than the default, so that depth matters: the base model still reaches ~0.99 in its
-        # 3 minutes, and dropping its first 1 / 2 blocks without alignment cost 0.2 / 2.4 points of
-        # mAP at 6 grey levels, 17 / 53 points at 32.
-        SyntheticPreset(name="demo", kind="frames", feature_stride=2, clip_length=2, frame_noise=32.0,
-                        **_DEMO_TIMELINE),
+        SyntheticPreset(name="demo", kind="frames", **_DEMO_FRAMES),
+        # The same videos (same seed, same frames before encoding) as H.264 files.
+        SyntheticPreset(name="demo-videos", kind="videos", **_DEMO_FRAMES),
         # Less noise than thumos-like-features: 32 training videos are too few to learn to ignore more.
         SyntheticPreset(name="demo-features", kind="features", feature_stride=1, clip_length=1, channels=64,
                         feature_noise=1.6, **_DEMO_TIMELINE),
@@ -251,9 +263,10 @@ def _place(rng: np.random.Generator, start: int, end: int, lengths: np.ndarray, 
 
 def render(preset: SyntheticPreset, timeline: Timeline, rng: np.random.Generator,
            prototypes: np.ndarray | None = None) -> np.ndarray:
-    """The array one video's `.npy` holds: uint8 frames [T, H, W, 3] or float32 features [T, C]
-    (`prototypes` from `make_prototypes` for the features flavour)."""
-    if preset.kind == "frames":
+    """The array one video's `.npy` holds: uint8 frames [T, H, W, 3] (what a video file is
+    encoded from) or float32 features [T, C] (`prototypes` from `make_prototypes` for the features
+    flavour)."""
+    if preset.renders_frames:
         return _render_frames(preset, timeline, rng)
     if prototypes is None:
         raise ValueError(f"preset {preset.name}: rendering features needs the prototypes")
@@ -334,9 +347,18 @@ def _generator(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
+def render_video(spec: SyntheticPreset, seed: int, subset_index: int, index: int,
+                 prototypes: np.ndarray | None = None) -> tuple[Timeline, np.ndarray]:
+    """Video `index` of the `subset_index`-th subset: its timeline and the array written for it
+    (`render`). Its own generators make it the same whatever else is generated, and a preset that
+    differs only in noise gives the same actions and squares (the noise is drawn last)."""
+    timeline = make_timeline(spec, _generator(seed, 1, subset_index, index, 0))
+    return timeline, render(spec, timeline, _generator(seed, 1, subset_index, index, 1), prototypes)
+
+
 def generate(preset: str, out: Path, seed: int = 0, max_videos: int | None = None) -> Path:
     """Write preset `preset` to `out`: `annotations.json`, `frames/` or `features/` with one `.npy`
-    per video, and `dataset.json`. `max_videos` keeps the first videos of each subset, the same
+    per video (or `videos/` with one `.mp4`), and `dataset.json`. `max_videos` keeps the first videos of each subset, the same
     ones the full dataset has. Returns `out`."""
     spec = preset_named(preset)
     out = Path(out)
@@ -347,15 +369,17 @@ def generate(preset: str, out: Path, seed: int = 0, max_videos: int | None = Non
     for subset_index, (subset, count) in enumerate(spec.subsets):
         for index in range(count if max_videos is None else min(count, max_videos)):
             video_id = f"video_{subset}_{index + 1:07d}"
-            timeline = make_timeline(spec, _generator(seed, 1, subset_index, index, 0))
-            array = render(spec, timeline, _generator(seed, 1, subset_index, index, 1), prototypes)
-            np.save(inputs / f"{video_id}.npy", array, allow_pickle=False)
+            timeline, array = render_video(spec, seed, subset_index, index, prototypes)
+            if spec.kind == "videos":
+                write_video(inputs / f"{video_id}.mp4", array, spec.fps)
+            else:
+                np.save(inputs / f"{video_id}.npy", array, allow_pickle=False)
             records.append(VideoRecord(video_id, subset, timeline.duration, spec.fps, timeline.segments, timeline.labels))
     facts = {
         "preset": spec.name, "seed": seed, "kind": spec.kind, "fps": spec.fps,
         "feature_stride": spec.feature_stride, "clip_length": spec.clip_length, "label_names": spec.label_names,
         "subsets": {subset: sum(r.subset == subset for r in records) for subset, _ in spec.subsets},
-        **({"frame_size": [spec.frame_size, spec.frame_size]} if spec.kind == "frames" else {"channels": spec.channels}),
+        **({"frame_size": [spec.frame_size, spec.frame_size]} if spec.renders_frames else {"channels": spec.channels}),
         # Without `root` (the directory holding this file), so the bytes do not depend on where it is.
         "data_config": spec.data_config(out, seed).model_dump(mode="json", exclude_defaults=True, exclude={"root"}),
     }

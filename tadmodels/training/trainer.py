@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoints.backbone import BACKBONE_WEIGHTS, is_backbone_import, read_backbone_import
 from ..checkpoints.files import config_differences, load_strict
-from ..data.dataset import GridGeometry, TADDataset, collate
+from ..data.dataset import GridGeometry, TADDataset, collate, seed_worker
 from ..data.formats import Annotations, load_annotations
 from ..data.config import DataConfig
 from ..data.synthetic import generate
@@ -81,12 +81,16 @@ class Experiment:
                           window=window, seed=self.spec.train.seed)
 
     def loader(self, subset: str) -> DataLoader:
+        """Shuffled training batches; videos are read (and decoded) in `data.num_workers` worker
+        processes, each seeded from the loader's generator, so a run repeats with the same settings."""
         dataset = self.dataset(subset, train=True)
         frames = self.model.backbone is not None
         generator = torch.Generator().manual_seed(self.spec.train.seed)
+        workers = self.spec.data.num_workers
         return DataLoader(dataset, batch_size=self.spec.train.batch_size, shuffle=True, generator=generator,
                           collate_fn=partial(collate, geometry=dataset.geometry, frames=frames,
-                                             min_length=self.spec.data.max_seq_len))
+                                             min_length=self.spec.data.max_seq_len),
+                          num_workers=workers, worker_init_fn=seed_worker if workers else None)
 
     def evaluate(self, model: TADModel | None = None, profile: bool = True, baseline: TADModel | None = None) -> dict:
         """mAP on the test subset and, with `profile`, MACs, parameters and latency of one
