@@ -131,7 +131,8 @@ def test_a_repeated_schedule_is_pruned_at_no_trial_slot(tiny_setting, tmp_path):
                                             and first.params[k] == 0.0}})
     result = run("study", "launch", path, "--n-trials", "3")
     assert result.exit_code == 0, result.output
-    assert "repeats of a schedule already run (no trial slot used)" in result.output.replace("\n", "")
+    text = " ".join(result.output.split())
+    assert "as a repeat (no trial slot used)" in text and "trial 2 pruned as a repeat (no trial slot used): repeat of trial 0" in text
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
     again = study.trials[2]
     assert again.params != first.params and again.state == TrialState.PRUNED
