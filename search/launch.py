@@ -27,9 +27,10 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
     spec = spec.resolved()
     blocks = check_against_model_and_data(spec)
     if spec.runner.kind == "ray":
-        from .ray_runner import connect
+        from .ray_runner import check_timing_target, connect
 
         connect(spec, quiet=not show_progress)
+        check_timing_target(spec)
     # Per-trial lines belong to the progress view; a quiet launch prints nothing of Optuna's.
     optuna.logging.set_verbosity(logging.WARNING)
     runner_settings = spec.runner
@@ -49,8 +50,9 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
             ensure_groundwork(study, claims, lambda needed: run_groundwork(groundwork_steps(runner, needed), view.say),
                               view.say)
         else:
-            from .ray_runner import remote_groundwork
+            from .ray_runner import remote_groundwork, start_timing_service
 
+            timing = start_timing_service(spec, view.say)  # the driver's handle keeps the actor alive
             ensure_groundwork(study, claims, lambda needed: remote_groundwork(spec, needed, view.say), view.say)
         driver.fail_stale_trials()  # a killed driver's trials, before the baseline is checked for gaps
         enqueue_missing_baseline(study, claims, encoding)
