@@ -180,7 +180,12 @@ def plot_png(study: optuna.Study, report: ParetoReport, path: Path) -> None:
 
     complete = complete_trials(study)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([latency_ms(t) for t in complete], [100 * t.values[0] for t in complete], s=18, color="0.6", label="trials")
+    for retimed, style in ((True, {"color": "0.6"}), (False, {"facecolors": "none", "edgecolors": "0.6"})):
+        trials = [t for t in complete if (RETIMED_MS in t.user_attrs) == retimed]
+        if trials:
+            label = "trials" if not report.latency.get("retiming") else (
+                "trials, re-timed" if retimed else "trials, first measurement")
+            ax.scatter([latency_ms(t) for t in trials], [100 * t.values[0] for t in trials], s=18, label=label, **style)
     ax.step([p.latency_ms for p in report.front], [100 * p.average_mAP for p in report.front], where="post",
             color="tab:blue", marker="o", label="Pareto front")
     ax.plot([p.latency_ms for p in report.greedy_chain], [100 * p.average_mAP for p in report.greedy_chain],
@@ -205,6 +210,7 @@ def plot_html(study: optuna.Study, report: ParetoReport, path: Path) -> None:
 
     complete = complete_trials(study)
     hover = [f"trial {t.number}<br>drops {t.user_attrs.get('drops', [])}<br>channels {t.user_attrs.get('channel_ratios', {})}"
+             f"<br>{'re-timed' if RETIMED_MS in t.user_attrs else 'first measurement'} {latency_ms(t):.2f} ms"
              f"<br>first measurement {t.values[1]:.2f} ms" for t in complete]
     figure = go.Figure([
         go.Scatter(x=[latency_ms(t) for t in complete], y=[t.values[0] for t in complete], mode="markers",

@@ -59,6 +59,8 @@ def open_existing_study(storage: str, name: str):
 def print_status(study) -> None:
     from optuna.trial import TrialState
 
+    from search.pareto import BASE_RETIMED
+
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
     for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
@@ -66,7 +68,8 @@ def print_status(study) -> None:
     console.print(table)
     attrs = study.user_attrs
     if "base_map" in attrs:
-        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms")
+        retimed = f" (re-timed: {attrs[BASE_RETIMED]:.2f} ms)" if BASE_RETIMED in attrs else ""
+        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms{retimed}")
     if "greedy_chain" in attrs:
         console.print(f"greedy chain: {' > '.join(attrs['greedy_chain'])}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -94,7 +97,7 @@ def retiming_line(study) -> str:
         return "latency: first measurements (the study has not been re-timed; `study pareto --retime` does it)"
     return (f"latency: re-timed together in round {retiming['round']} ({retiming['at']}): {retiming['architectures']} "
             f"architectures on {retiming['device']}, {retiming['repeats']} rounds ({retiming['stopped_by']}), "
-            f"load average {retiming['load_avg_1m']}; trials of other architectures carry their first measurement")
+            f"load average {retiming['load_avg_1m']:.1f}; trials of other architectures carry their first measurement")
 
 
 @app.command("status")
@@ -142,13 +145,15 @@ def study_pareto(
         return
     names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
     common = dotted_common_prefix(names)
-    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "timed", "first ms", "GMACs", "kind",
-                  caption=f"blocks named without their common prefix {common!r}" if common else None)
+    captions = ["ms: re-timed where `first ms`, the trial's first measurement, is given"]
+    if common:
+        captions.append(f"blocks named without their common prefix {common!r}")
+    table = Table("trial", "drops", "channel ratios", "mAP", "ms", "first ms", "GMACs", "kind", caption="; ".join(captions))
     for point in report.front:
         ratios = ", ".join(f"{k.removeprefix(common)}={v}" for k, v in point.channel_ratios.items()) or "-"
         table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
-                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", "re-timed" if point.retimed else "first",
-                      f"{point.latency_first_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
+                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}",
+                      f"{point.latency_first_ms:.2f}" if point.retimed else "-", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
     console.print(retiming_line(handle), highlight=False)
     mAP_ref, latency_ref = report.reference
