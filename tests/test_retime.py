@@ -1,11 +1,13 @@
 """Re-timing and the timing service: re-timed figures drive the front, the hypervolumes and export;
 a study under Ray is timed by one actor on its target; targets are checked."""
+import fcntl
 import json
 import os
 import socket
 
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -15,9 +17,11 @@ from pipeline_fixtures import spec_copy
 from pruning.schedule import Schedule
 from search.cli import app
 from search.export import best_under_budget, export_schedule
+from search.cache import DeviceLock
 from search.launch import launch
 from search.pareto import BASE_RETIMED, RETIMED, complete_trials, hypervolume, latency_ms, pareto_report
 from search.spec import load_study_spec
+from search.study import Groundwork, groundwork_steps, prepare_runner
 from tadmodels.spec import SpecError
 
 NO_BUDGETS = {"max_latency_ms": None, "min_map": None}
@@ -144,3 +148,35 @@ def test_timing_targets_are_checked_by_field(tiny_setting, tmp_path, latency, me
     # The local runner times in its own process: a target does not concern it.
     if "target" not in latency:
         load_study_spec(spec_copy(tiny_setting, tmp_path, latency=latency, runner={"kind": "local"}))
+
+
+def held_by_anyone(lock: DeviceLock) -> bool:
+    """Whether some holder has the lock now: an exclusive claim that would wait is refused."""
+    with open(lock.path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def test_the_groundwork_computes_as_a_trial_does_holding_its_device(tiny_setting, tmp_path):
+    runner = prepare_runner(load_study_spec(spec_copy(tiny_setting, tmp_path, search={"max_drops": 1})))
+    lock = DeviceLock(torch.device("cpu"), tmp_path)  # this test's own, not the host's
+    runner.locks = [lock]
+    held = {}
+    evaluate = runner.experiment.evaluate
+
+    def evaluate_noting_the_lock(*args, **kwargs):
+        held.setdefault("evaluating", []).append(held_by_anyone(lock))
+        return evaluate(*args, **kwargs)
+
+    runner.experiment.evaluate = evaluate_noting_the_lock
+    for step in groundwork_steps(runner, {"base": True, "chain": True}):
+        if not isinstance(step, Groundwork):
+            held[step.split(":")[0]] = held.get(step.split(":")[0], []) + [held_by_anyone(lock)]
+    # The base model is timed with the device free; its mAP and the greedy chain (scoring, aligning)
+    # are computed holding it, so no timing of it on this host runs meanwhile.
+    assert held == {"base model": [False, False], "evaluating": [True], "greedy step 1/1": [True, True]}
+    assert not held_by_anyone(lock)
