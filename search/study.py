@@ -70,6 +70,11 @@ def storage_for(url: str, create: bool = True, heartbeat_s: int | None = None,
             raise StorageError(f"storage {shown}: directory {path.parent.resolve()} does not exist")
         engine_kwargs = {"connect_args": {"timeout": 60}}
     try:
+        parsed.get_dialect().import_dbapi()
+    except (ImportError, sqlalchemy.exc.NoSuchModuleError) as error:
+        raise StorageError(f"storage {shown}: its database driver is not installed ({error}); for PostgreSQL "
+                           "install tadprune's postgres extra: pip install -e '.[postgres]'") from None
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
             return creating_tables(lambda: RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,

@@ -179,6 +179,7 @@ def test_a_spec_that_does_not_fit_the_model_leaves_nothing_behind(tiny_setting, 
     ("postgres://user:secret@localhost/db", "SQLAlchemy names PostgreSQL 'postgresql', not 'postgres'"),
     ("studies/study.db", "not a SQLAlchemy URL"),
     ("postgresql+psycopg2://user:secret@127.0.0.1:9/db", "cannot open it: connection to server at \"127.0.0.1\""),
+    ("mysql+nosuchdriver://user:secret@127.0.0.1:9/db", "its database driver is not installed"),
 ])
 def test_storage_url_mistakes_are_named_and_leave_nothing_behind(tiny_setting, tmp_path, url, expected):
     url, expected = url.format(tmp=tmp_path), expected.format(tmp=tmp_path)
