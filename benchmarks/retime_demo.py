@@ -7,7 +7,8 @@ trains the base model, runs the groundwork and the greedy chain's 3 trials), eac
 `tadprune study launch` in a fresh process. Every launch ends by re-timing the base model, the
 greedy chain and the front together (`search.retime`), so the base model and the greedy chain's
 architectures are timed once per stage, at different moments of the study, by the study's timing
-service. Reported from the stored study:
+service. `--retimes N` adds N rounds of `tadprune study pareto --retime` after the launches (or,
+with `--stages` given no value, to a study already in SCRATCH). Reported from the stored study:
 
 - per architecture timed in every round: each round's median, and the spread as the largest
   distance of a round's median from the median of the rounds, in percent of it; the same for the
@@ -16,8 +17,8 @@ service. Reported from the stored study:
   once when its architecture first ran) and from the last re-timing, and the search trials no
   greedy trial dominates in either.
 
-    nice python benchmarks/retime_demo.py [--scratch DIR] [--stages 3 6 9 12 14] [--runner ray|local]
-        [--report-only]
+    nice python benchmarks/retime_demo.py [--scratch DIR] [--stages 3 6 9 12 14] [--retimes 0]
+        [--runner ray|local] [--report-only]
 """
 from __future__ import annotations
 
@@ -52,17 +53,16 @@ def scratch_spec(spec: StudySpec, scratch: Path, runner: str) -> StudySpec:
     return StudySpec.model_validate(raw)
 
 
-def launch_stage(spec_path: Path, n_trials: int, scratch: Path) -> float:
-    """`tadprune study launch --n-trials N` in a fresh process; its output appended to launch.log."""
-    command = [sys.executable, "-m", "search.cli", "study", "launch", str(spec_path), "--n-trials", str(n_trials),
-               "--quiet"]
+def run_stage(command: list[str], scratch: Path) -> float:
+    """`tadprune COMMAND...` in a fresh process, as a user runs it; its output appended to launch.log."""
+    command = [sys.executable, "-m", "search.cli", *command]
     with open(scratch / "launch.log", "a") as log:
         log.write(f"\n=== {' '.join(command)}\n")
         log.flush()
         start = time.perf_counter()
         done = subprocess.run(command, check=False, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise SystemExit(f"launch to {n_trials} trials failed (status {done.returncode}); see {scratch / 'launch.log'}")
+        raise SystemExit(f"{' '.join(command)} failed (status {done.returncode}); see {scratch / 'launch.log'}")
     return time.perf_counter() - start
 
 
@@ -133,7 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "studies" / "demo.yaml")
     parser.add_argument("--scratch", type=Path, default=None, help="where the study goes; default a new temp dir")
-    parser.add_argument("--stages", type=int, nargs="+", default=[3, 6, 9, 12, 14], help="n_trials of each launch")
+    parser.add_argument("--stages", type=int, nargs="*", default=[3, 6, 9, 12, 14], help="n_trials of each launch")
+    parser.add_argument("--retimes", type=int, default=0,
+                        help="then re-time this many times more with `study pareto --retime` (no new trials)")
     parser.add_argument("--runner", choices=["ray", "local"], default="ray",
                         help="local: trials and timing in the launch's process (Ray runs its workers at niceness 15, "
                              "which a loaded shared machine starves)")
@@ -145,17 +147,22 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = scratch_spec(load_study_spec(args.spec), scratch, args.runner)
     if not args.report_only:
-        if (scratch / "study.db").exists():
-            raise SystemExit(f"{scratch} holds a study: give a new --scratch, or --report-only to read it")
+        if (scratch / "study.db").exists() and args.stages:
+            raise SystemExit(f"{scratch} holds a study: give a new --scratch, --stages with no value and --retimes "
+                             "to re-time it further, or --report-only to read it")
         scratch.mkdir(parents=True, exist_ok=True)
         spec_path = scratch / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-        rounds = []
-        for n_trials in args.stages:
-            wall_s = launch_stage(spec_path, n_trials, scratch)
+        stages = [["study", "launch", str(spec_path), "--n-trials", str(n), "--quiet"] for n in args.stages]
+        stages += [["study", "pareto", "--storage", spec.storage_url, "--study", spec.name, "--retime", "--json",
+                    "--out", str(scratch / "front")]] * args.retimes
+        rounds = json.loads((scratch / ROUNDS).read_text()) if (scratch / ROUNDS).exists() else []
+        for command in stages:
+            wall_s = run_stage(command, scratch)
             study = optuna.load_study(study_name=spec.name, storage=storage_for(spec.storage_url))
-            rounds.append({**study.user_attrs[RETIMED], "n_trials": n_trials, "launch_wall_s": round(wall_s, 1)})
-            print(f"launch to {n_trials} trials: {wall_s:.0f} s, re-timing round {rounds[-1]['round']}", flush=True)
+            rounds.append({**study.user_attrs[RETIMED], "stage": " ".join(command[:2] + command[3:5]),
+                           "wall_s": round(wall_s, 1)})
+            print(f"{rounds[-1]['stage']}: {wall_s:.0f} s, re-timing round {rounds[-1]['round']}", flush=True)
             (scratch / ROUNDS).write_text(json.dumps(rounds, indent=1))
     print(f"scratch: {scratch}")
     print(report(scratch, spec))
