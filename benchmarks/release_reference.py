@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from tadmodels.checkpoints.actionformer import release_detector_config
 from tadmodels.models.actionformer import DetectorConfig
 
 
@@ -57,23 +58,10 @@ def build_release_model(release: SimpleNamespace, config: dict) -> torch.nn.Modu
 
 
 def detector_config(config: dict) -> DetectorConfig:
-    """Our `DetectorConfig` for a release config (what its `model`, `train_cfg` and `test_cfg` say)."""
-    model, train, test = config["model"], config["train_cfg"], config["test_cfg"]
-    if model["backbone_type"] != "convTransformer" or model["use_rel_pe"]:
-        raise ValueError(f"not supported: backbone {model['backbone_type']}, use_rel_pe {model['use_rel_pe']}")
-    return DetectorConfig(
-        num_classes=model["num_classes"], dim=model["embd_dim"], fpn_dim=model["fpn_dim"], head_dim=model["head_dim"],
-        num_heads=model["n_head"], window=model["n_mha_win_size"], arch=model["backbone_arch"],
-        scale_factor=model["scale_factor"], embed_kernel=model["embd_kernel_size"], embed_with_ln=model["embd_with_ln"],
-        fpn=model["fpn_type"], fpn_with_ln=model["fpn_with_ln"], fpn_start_level=model["fpn_start_level"],
-        head_layers=model["head_num_layers"], head_kernel=model["head_kernel_size"], head_with_ln=model["head_with_ln"],
-        regression_range=[tuple(r) for r in model["regression_range"]], use_abs_pe=model["use_abs_pe"],
-        max_seq_len=model["max_seq_len"],
-        train={k: train[k] for k in ("center_sample", "center_sample_radius", "loss_weight", "cls_prior_prob",
-                                     "init_loss_norm", "head_empty_cls", "dropout", "droppath", "label_smoothing")},
-        test={k: test[k] for k in ("pre_nms_thresh", "pre_nms_topk", "iou_threshold", "min_score", "max_seg_num",
-                                   "nms_method", "nms_sigma", "duration_thresh", "multiclass_nms", "voting_thresh")},
-    )
+    """Our `DetectorConfig` for a release config, as `tadprune import actionformer` makes it, without
+    its input padding: these comparisons give both models the same batch, already padded as the
+    release's `preprocessing` pads it, and call the release's modules after that step."""
+    return release_detector_config(config).model_copy(update={"pad_min_length": None, "pad_multiple": None})
 
 
 def trained_like(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:

@@ -43,7 +43,7 @@ def predict(model: TADModel, dataset: TADDataset, config: InferenceConfig | None
 def ground_truth_segments(dataset: TADDataset) -> Segments:
     names = dataset.annotations.label_names
     rows = [(v.video_id, names[label], start, end) for v in dataset.videos for (start, end), label in zip(v.segments, v.labels)]
-    return Segments.from_rows(rows, all_videos=[v.video_id for v in dataset.videos])
+    return Segments.from_rows(rows)
 
 
 def score_results(dataset: TADDataset, results: Results, tious: list[float]) -> MapResult:

@@ -2,26 +2,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .data.config import DataConfig
 from .evaluation import THUMOS14_TIOUS
+from .fields import added_field
 from .models import ModelConfig
 from .profile.latency import TimingConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISION_HELP = ("fp32, or bf16 / fp16 autocast (fp16 with a gradient scaler) where the work runs on CUDA; "
                   "on any other device the work runs in fp32 whatever this says")
-
-
-def added_field(default: Any, **kwargs: Any) -> Any:
-    """A setting added after files holding its section were written (schedules, study identities,
-    model configs, cache keys): left out of dumps while at its default, so what was written before
-    it existed keeps its meaning and its hash."""
-    return Field(default=default, exclude_if=lambda value: value == default, **kwargs)
 
 
 class TrainConfig(BaseModel):

@@ -1,19 +1,35 @@
 """What every command group shares: the consoles, how bad input ends a command, small parsers.
 
 Kept light on purpose: a command imports what it needs inside its function, so `tadprune eval`
-does not pay for torch, Optuna or Ray at start-up.
+does not pay for torch, Optuna or Ray at start-up, nor `tadprune eval --json` for rich.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-console = Console()
-errors = Console(stderr=True)
+
+class LazyConsole:
+    """A rich `Console` made on first use: importing rich costs tens of milliseconds, which a
+    command that prints plain text (`eval --json`) should not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = LazyConsole()
+errors = LazyConsole(stderr=True)
 
 # `-h` as well as `--help`, on every command and group.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -32,6 +48,8 @@ def user_input_errors() -> Iterator[None]:
     try:
         yield
     except (ValueError, FileNotFoundError, FileExistsError) as error:
+        from rich.markup import escape
+
         # Messages quote user text such as `[start_s, end_s]`, which rich would read as markup.
         errors.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         raise typer.Exit(2) from None

@@ -36,7 +36,7 @@ def _command(importer: Importer) -> Callable[..., None]:
                           annotation=Annotated[Path, typer.Argument(help=importer.source_help, show_default=False)]),
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY,
                           annotation=Annotated[Path, typer.Option(help="new directory to write")]),
-        *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
+        *[inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=... if field.is_required() else field.default,
                             annotation=Annotated[field.annotation, typer.Option(help=field.description)])
           for name, field in importer.options.model_fields.items()],
     ]

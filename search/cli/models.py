@@ -35,7 +35,7 @@ def evaluate(
     tiou: Annotated[str, typer.Option(help="comma-separated tIoU thresholds")] = "0.3,0.4,0.5,0.6,0.7",
     as_json: Annotated[bool, typer.Option("--json", help="last line: {\"per_tiou\": [...], \"average_mAP\": x}")] = False,
 ) -> None:
-    """mAP of predictions against ground truth at each tIoU threshold (ActivityNet semantics)."""
+    """mAP of predictions against ground truth at each tIoU threshold, as ActionFormer's evaluator computes it."""
     from tadmodels.evaluation import evaluate_files
 
     thresholds = parse_floats(tiou, "--tiou")

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from .common import console, group, user_input_errors
 
@@ -58,6 +56,8 @@ def open_existing_study(storage: str, name: str):
 
 def print_status(study) -> None:
     from optuna.trial import TrialState
+    from rich.markup import escape
+    from rich.table import Table
 
     from search.pareto import BASE_RETIMED
 
@@ -143,6 +143,8 @@ def study_pareto(
     if as_json:
         print(json.dumps({**report.to_json(), "png": str(png), "html": str(html)}))
         return
+    from rich.table import Table
+
     names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
     common = dotted_common_prefix(names)
     captions = ["ms: re-timed where `first ms`, the trial's first measurement, is given"]

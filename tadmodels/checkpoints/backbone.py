@@ -40,16 +40,20 @@ class BackboneImport:
         load_strict(backbone, self.state, f"{self.report.source} (converted)")
         state = {k: v.detach().contiguous() for k, v in backbone.state_dict().items()}
         metadata = {"importer": self.report.importer, "source_sha256": self.report.sha256}
-        write_directory(out, {
-            BACKBONE_WEIGHTS: lambda path: save_file(state, str(path), metadata=metadata),
-            BACKBONE_CONFIG: lambda path: path.write_text(yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)),
-            REPORT_FILE: self.report.write,
-        })
+        config = yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False)
+
+        def fill(directory: Path) -> None:
+            save_file(state, str(directory / BACKBONE_WEIGHTS), metadata=metadata)
+            (directory / BACKBONE_CONFIG).write_text(config)
+            self.report.write(directory / REPORT_FILE)
+
+        write_directory(out, fill)
 
 
-def write_directory(out: Path, files: dict[str, Callable[[Path], None]]) -> None:
-    """Write `files` into a new directory `out`, all or nothing: into a sibling temporary directory
-    first, renamed to `out` at the end. An `out` that exists with anything in it is refused."""
+def write_directory(out: Path, fill: Callable[[Path], None]) -> None:
+    """Make the new directory `out` with what `fill(directory)` writes into it, all or nothing:
+    filled as a sibling temporary directory first, renamed to `out` at the end. An `out` that
+    exists with anything in it is refused."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: already exists and is not empty; give a new directory")
@@ -58,8 +62,7 @@ def write_directory(out: Path, files: dict[str, Callable[[Path], None]]) -> None
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        for name, write in files.items():
-            write(tmp / name)
+        fill(tmp)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,11 +4,14 @@ Light on purpose (pydantic only, no torch): the CLI reads `IMPORTERS` when it st
 importer its sub-command with one option per field of its options model; the module that converts
 is imported only when an import runs.
 
-Adding an importer (say `actionformer`) takes one module and one entry:
+Adding an importer (say `foo`) takes one module and one entry:
 
-1. `tadmodels/checkpoints/actionformer.py` with `convert(source: Path, options) -> ImportResult`;
+1. `tadmodels/checkpoints/foo.py` with `convert(source: Path, options) -> ImportResult`;
 2. its options model here (a pydantic model, one field per CLI option, `description` as the help)
-   and an `Importer(name="actionformer", ..., converter="actionformer:convert")` in `IMPORTERS`.
+   and an `Importer(name="foo", ..., converter="foo:convert")` in `IMPORTERS`.
+
+Backbone imports return a `BackboneImport` (`backbone.py`), full-model imports a `ModelImport`
+(`model.py`), which writes an ordinary model directory.
 
 `run_import` does the rest: validates the options, converts, and has the result write itself
 (`ImportResult.write(out)`: checks its weights load strictly, then writes a new directory in one
@@ -67,6 +70,34 @@ class BLVNetImportOptions(BaseModel):
         "the entry of a training checkpoint that holds the weights; default: model, module or state_dict"))
 
 
+class ModelImportOptions(BaseModel):
+    """What every full-model import takes: the config the checkpoint was trained with, and what the
+    model directory's spec sections say beyond the model (its name, where the dataset is)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Path = Field(description="the config the checkpoint was trained with")
+    name: str | None = Field(default=None, description="the model's name in its config.yaml; default: the config's file name")
+    data_root: Path | None = Field(default=None, description=(
+        "the dataset in tadprune's layout (annotations.json, features/ or frames/); default: the paths in the config"))
+
+
+class ActionFormerImportOptions(ModelImportOptions):
+    state_key: str = Field(default="state_dict_ema", description=(
+        "the checkpoint entry with the weights: state_dict_ema (what the release's eval.py uses) or state_dict"))
+
+
+class OpenTADImportOptions(ModelImportOptions):
+    state_key: str | None = Field(default=None, description=(
+        "the checkpoint entry with the weights; default: state_dict_ema when the config's solver.ema is on "
+        "(what OpenTAD's test.py loads), else state_dict"))
+    img_size: int | None = Field(default=None, ge=1, description=(
+        "frame size the end-to-end backbone takes; default: the square crop of the config's test pipeline"))
+    class_map: Path | None = Field(default=None, description=(
+        "OpenTAD's class map (category_idx.txt, one name per line); default: the config's, else the sorted "
+        "label names of the annotations, as OpenTAD writes it"))
+
+
 @dataclass(frozen=True)
 class Importer:
     name: str  # `tadprune import NAME`
@@ -94,6 +125,12 @@ IMPORTERS: dict[str, Importer] = {importer.name: importer for importer in (
              VideoMAEImportOptions, "videomae:convert"),
     Importer("blvnet", "Import IBM's bLVNet-TAM weights as a backbone.",
              "checkpoint file (.pth.tar, .pth)", BLVNetImportOptions, "blvnet:convert"),
+    Importer("actionformer", "Import an ActionFormer release checkpoint (happyharrycn/actionformer_release) with "
+             "its YAML config as a feature-mode model directory.",
+             "checkpoint file (.pth.tar)", ActionFormerImportOptions, "actionformer:convert"),
+    Importer("opentad", "Import an OpenTAD or PBD ActionFormer checkpoint (end to end on VideoMAE, blocks dropped "
+             "and LoRA unmerged allowed, or on features) with its .py or YAML config as a model directory.",
+             "checkpoint file (.pth)", OpenTADImportOptions, "opentad:convert"),
 )}
 
 

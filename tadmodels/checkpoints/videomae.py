@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,20 @@ def convert(source: Path, options: VideoMAEImportOptions) -> BackboneImport:
     hf_config, loaded, digest_path = _read(source)
     report.sha256 = file_digest(digest_path)
     state, removed = strip_wrapper_prefixes(pick_state_dict(loaded, options.state_key, str(source), report))
-    layout, root = _find_layout(state, str(source))
-    report.layout = layout + (f" (prefix {removed + root!r})" if removed + root else "")
-    mapped = map_keys(state, root, LAYOUTS[layout][1], str(source))
+    config, weights, report.layout = convert_state(state, options, report, str(source), removed=removed, hf_config=hf_config)
+    return BackboneImport(config, weights, report)
 
+
+def convert_state(state: dict[str, Tensor], options: VideoMAEImportOptions, report: ImportReport, source: str, *,
+                  removed: str = "", hf_config: dict | None = None, dropped: Collection[int] = (),
+                  target_prefix: str = "") -> tuple[VideoMAEConfig, dict[str, Tensor], str]:
+    """The VideoMAE backbone whose keys `state` holds (under whatever prefix): its architecture, its
+    weights under tadprune's names, and the layout found; every key goes into `report` (with
+    `removed`, the prefix taken off before, in front of it, and `target_prefix` in front of its
+    target). `dropped` names the block indices a full-model checkpoint lacks because they were
+    dropped: the architecture keeps them, so that the model names them as dropped."""
+    layout, root = _find_layout(state, source)
+    mapped = map_keys(state, root, LAYOUTS[layout][1], source)
     if layout == "Hugging Face" and hf_config is None:
         raise CheckpointError(f"{source}: Hugging Face weights without their config.json; import the model directory")
 
@@ -122,15 +133,15 @@ def convert(source: Path, options: VideoMAEImportOptions) -> BackboneImport:
             target = base
         elif target is not None:
             weights[target] = state[key]
-        report.map(removed + key, target, how)
-    weights.update(_join_parts(parts, str(source)))
+        report.map(removed + key, target and target_prefix + target, how)
+    weights.update(_join_parts(parts, source))
 
     table = state[table_key].reshape(-1, state[table_key].shape[-1]) if table_key is not None else None
-    config = _config(weights, table, hf_config, options, str(source))
+    config = _config(weights, table, hf_config, options, source, set(dropped))
     if table is not None:
-        weights.update(_positions(table, config, removed + table_key, report))
+        weights.update(_positions(table, config, removed + table_key, report, target_prefix))
     report.notes.append(f"architecture: {json.dumps(config.model_dump(mode='json'))}")
-    return BackboneImport(config, weights, report)
+    return config, weights, layout + (f" (prefix {removed + root!r})" if removed + root else "")
 
 
 def _read(source: Path) -> tuple[dict | None, Any, Path]:
@@ -173,7 +184,7 @@ def _join_parts(parts: dict[str, dict[int, Tensor]], source: str) -> dict[str, T
 
 
 def _config(weights: dict[str, Tensor], table: Tensor | None, hf_config: dict | None,
-            options: VideoMAEImportOptions, source: str) -> VideoMAEConfig:
+            options: VideoMAEImportOptions, source: str, dropped: set[int]) -> VideoMAEConfig:
     """The architecture the weights hold, with the heads and input geometry that the options, the
     preset or the Hugging Face config give (in that order), refusing contradictions by name."""
     proj = weights.get("patch_embed.proj.weight")
@@ -182,8 +193,10 @@ def _config(weights: dict[str, Tensor], table: Tensor | None, hf_config: dict | 
                               "expected [dim, 3, tubelet, patch, patch]")
     dim, tubelet, patch = proj.shape[0], proj.shape[2], proj.shape[3]
     blocks = sorted({int(key.split(".")[1]) for key in weights if key.startswith("blocks.")})
-    if not blocks or blocks != list(range(len(blocks))):
-        raise CheckpointError(f"{source}: blocks {blocks}; expected 0..N-1 (for models with blocks dropped use the full-model importers)")
+    depth = len(blocks) + len(dropped)
+    if not blocks or blocks != [i for i in range(depth) if i not in dropped]:
+        raise CheckpointError(f"{source}: blocks {blocks}" + (f" with {sorted(dropped)} dropped" if dropped else "") +
+                              "; expected 0..N-1 (for models with blocks dropped use the full-model importers)")
     hidden = {str(i): weights[f"blocks.{i}.mlp.fc1.weight"].shape[0] for i in blocks if f"blocks.{i}.mlp.fc1.weight" in weights}
     gammas = [i for i in blocks if f"blocks.{i}.gamma_1" in weights]
     if gammas and gammas != blocks:
@@ -192,8 +205,8 @@ def _config(weights: dict[str, Tensor], table: Tensor | None, hf_config: dict | 
     if len(norms) > 1:
         raise CheckpointError(f"{source}: both norm and fc_norm; expected one final LayerNorm at most")
 
-    found = {"depth": len(blocks), "dim": dim, "patch_size": patch, "tubelet_size": tubelet,
-             "mlp_ratio": hidden.get("0", 4 * dim) / dim}
+    found = {"depth": depth, "dim": dim, "patch_size": patch, "tubelet_size": tubelet,
+             "mlp_ratio": hidden.get(str(blocks[0]), 4 * dim) / dim}
     claims = _claims(hf_config, options)
     for where, values in claims:
         clashes = [f"{name}: checkpoint {found[name]}, {where} {values[name]}" for name in found
@@ -218,7 +231,7 @@ def _config(weights: dict[str, Tensor], table: Tensor | None, hf_config: dict | 
         eps = {"norm_eps": hf_config.get("layer_norm_eps", 1e-12)} | ({"fc_norm_eps": 1e-5} if "fc_norm" in norms else {})
     try:
         return VideoMAEConfig(
-            depth=len(blocks), dim=dim, num_heads=num_heads, mlp_ratio=found["mlp_ratio"], patch_size=patch,
+            depth=depth, dim=dim, num_heads=num_heads, mlp_ratio=found["mlp_ratio"], patch_size=patch,
             tubelet_size=tubelet, img_size=img_size, num_frames=num_frames,
             mlp_hidden={} if len(set(hidden.values())) <= 1 else hidden,
             final_norm=norms[0] if norms else "none", layer_scale=bool(gammas),
@@ -278,7 +291,7 @@ def _pos_table_img_size(table: Tensor | None, size: int | None, steps: int, patc
     return None if size == img_size else size
 
 
-def _positions(table: Tensor, config: VideoMAEConfig, key: str, report: ImportReport) -> dict[str, Tensor]:
+def _positions(table: Tensor, config: VideoMAEConfig, key: str, report: ImportReport, target_prefix: str) -> dict[str, Tensor]:
     """A learned table (resized to the configured grid, as MCG-NJU's fine-tuning loads one), or
     nothing for the fixed sine table, which the backbone makes itself (checked equal here)."""
     grid = round((table.shape[0] / config.steps) ** 0.5)
@@ -287,7 +300,7 @@ def _positions(table: Tensor, config: VideoMAEConfig, key: str, report: ImportRe
                               "made by the backbone" + (f" and resized to {config.img_size} px" if grid != config.grid else ""))
         return {}
     if grid == config.grid:
-        report.map(key, "pos_embed", "copied (learned position table)")
+        report.map(key, target_prefix + "pos_embed", "copied (learned position table)")
         return {"pos_embed": table}
-    report.map(key, "pos_embed", f"learned position table resized {grid}x{grid} -> {config.grid}x{config.grid} per step (bicubic)")
+    report.map(key, target_prefix + "pos_embed", f"learned position table resized {grid}x{grid} -> {config.grid}x{config.grid} per step (bicubic)")
     return {"pos_embed": resize_position_table(table, config.steps, config.grid)}

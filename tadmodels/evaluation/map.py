@@ -1,20 +1,42 @@
-"""Mean average precision for temporal action detection, with the ActivityNet semantics, vectorized.
+"""Mean average precision for temporal action detection, with the semantics of ActionFormer's
+`ANETdetection` (libs/utils/metrics.py, itself the ActivityNet evaluator), vectorized.
 
-Semantics (those of the ActivityNet `compute_average_precision_detection`, with its ambiguous
-tie orders fixed):
+Semantics:
 
-- The classes are the labels of the ground truth. Predictions whose label is not one of them,
-  or whose video is not in the ground truth, are ignored; a class without predictions has AP 0.
+- The ground truth is cleaned first, as ActionFormer's `remove_duplicate_annotations` does
+  within each video, in row order: a segment shorter than 1 ms (`end - start < 1e-3` s) is
+  dropped, and so is one whose start and end are both within 1e-3 s of a segment of the same
+  label already kept (the dropped ones do not count as kept: with starts 0, 0.0008 and 0.0016 the
+  second is dropped and the third kept). Annotation files repeat segments (THUMOS14's do), and a
+  repeated segment would count twice in the recall.
+- The classes are the labels of the cleaned ground truth; a class without predictions has AP 0.
+  Predictions whose label is not one of them are ignored (labels match by name).
+- Predictions for a video in `gt.ignored_videos` (a video of the annotation file outside the
+  evaluated subset) are ignored. Every other prediction counts: one for a video the ground truth
+  does not know, or without ground truth of its class there, is a false positive.
 - Per class, predictions are ranked by descending score; ties keep row order (for a results
-  file: videos in file order, then each video's list in order).
+  file: videos in file order, then each video's list in order). ActionFormer ranks with
+  `scores.argsort()[::-1]`, numpy's unstable sort reversed, whose order for equal scores depends
+  on the numpy version, the array's length and the CPU's SIMD extensions (numpy 2.4 on an AVX2
+  CPU puts 10 scores drawn from {0, 1, 2} in neither row order nor its reverse); a stable order
+  is the one rule that gives the same mAP everywhere.
 - At each tIoU threshold, in rank order, a prediction takes the unmatched ground-truth segment
   of its video and class with the highest tIoU, if that tIoU is >= the threshold (ties: the
-  earlier ground-truth row); otherwise it is a false positive.
+  earlier ground-truth row; ActionFormer again takes numpy's unstable order); otherwise it is a
+  false positive.
 - AP is the area under the precision envelope (ActivityNet `interpolated_prec_rec`):
   `mprec = [0, prec, 0]`, `mrec = [0, rec, 1]`, `mprec` made non-increasing from the right,
   `ap = sum over steps of mrec of (mrec[i] - mrec[i-1]) * mprec[i]`.
 - mAP at a threshold is the mean AP over classes; the average mAP is the mean over thresholds.
   `MapResult.per_class` lists the classes in sorted order.
+
+Where we differ from ActionFormer on purpose: it reads classes by `label_id` (the same as by
+name when names and ids correspond one to one); it counts predictions for videos of another
+subset as false positives (we ignore them: a subset's mAP should not depend on what else the
+results file holds); it leaves a prediction label missing from the ground truth unmapped, so
+that its raw id can land on the class that has that index (we ignore the prediction); and it
+lowercases the file's subset names before comparing (`load_ground_truth` compares them as written,
+as the data loader does).
 
 The matching is the sequential greedy one, but not computed with a loop over predictions: see
 `_greedy_matching`.
@@ -32,6 +54,8 @@ from .segments import Segments
 
 THUMOS14_TIOUS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
 ANET_TIOUS: tuple[float, ...] = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
+# ActionFormer's `remove_duplicate_annotations` tolerance, in seconds.
+DUPLICATE_TOLERANCE_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -57,20 +81,25 @@ def mean_average_precision(gt: Segments, pred: Segments,
     """mAP of `pred` (which needs scores) against `gt` at each threshold of `tious`, with the
     semantics of the module docstring."""
     thresholds = _check_tious(tious)
+    gt = without_duplicates(gt)
     if not len(gt):
-        raise ValueError("mean_average_precision: the ground truth has no segments, so no classes to average over")
+        raise ValueError("mean_average_precision: the ground truth has no segments (none at least 1 ms long), "
+                         "so no classes to average over")
     if pred.scores is None and len(pred):
         raise ValueError("mean_average_precision: the predictions have no scores")
     scores = pred.scores if pred.scores is not None else np.zeros(0)
     classes, gt_class = np.unique(gt.labels, return_inverse=True)
-    videos = gt.videos
-    gt_video = np.searchsorted(videos, gt.video_ids)
+    videos, gt_video = np.unique(gt.video_ids, return_inverse=True)
     pred_class = _codes(classes, pred.labels)
     pred_video = _codes(videos, pred.video_ids)
+    pred_video[pred_video < 0] = len(videos)  # one code for every other video: nothing to match there
 
-    # Keep the predictions that can count, ranked by class, then by descending score; lexsort is
+    # Keep the predictions that count, ranked by class, then by descending score; lexsort is
     # stable, so score ties keep row order.
-    kept = np.flatnonzero((pred_class >= 0) & (pred_video >= 0))
+    counted = pred_class >= 0
+    if gt.ignored_videos is not None:
+        counted &= ~np.isin(pred.video_ids, gt.ignored_videos)
+    kept = np.flatnonzero(counted)
     kept = kept[np.lexsort((-scores[kept], pred_class[kept]))]
     pred_class, pred_video = pred_class[kept], pred_video[kept]
 
@@ -95,6 +124,40 @@ def evaluate_files(gt_path: str | Path, pred_path: str | Path, subset: str | Non
     """Read an annotation file (only the videos of `subset`, if given) and a results file, and
     score them with `mean_average_precision`."""
     return mean_average_precision(load_ground_truth(gt_path, subset), load_predictions(pred_path), tious)
+
+
+def without_duplicates(gt: Segments, tolerance: float = DUPLICATE_TOLERANCE_S) -> Segments:
+    """The ground truth cleaned as ActionFormer's `remove_duplicate_annotations` cleans each video:
+    in row order, a segment is kept if it is at least `tolerance` long and no segment of the same
+    video and label kept before it has both its start and its end within `tolerance` of its own.
+
+    Only segments with a kept-or-dropped partner that close need the sequential rule; they are
+    found by sorting on (video and label, start) and comparing each segment with the next ones
+    while their starts stay within `tolerance`, and resolved in row order with a loop over them
+    alone (annotation files repeat a few segments, not thousands)."""
+    long_enough = np.flatnonzero(gt.ends - gt.starts >= tolerance)
+    _, video = np.unique(gt.video_ids, return_inverse=True)
+    _, label = np.unique(gt.labels, return_inverse=True)
+    group = video * (label.max(initial=0) + 1) + label
+    order = long_enough[np.lexsort((gt.starts[long_enough], group[long_enough]))]
+    earlier_partners: dict[int, list[int]] = {}
+    for step in range(1, len(order)):
+        first, second = order[:-step], order[step:]
+        # Sorted by start within a group, so once `step` is too far for every pair it stays so.
+        near = (group[first] == group[second]) & (gt.starts[second] - gt.starts[first] <= tolerance)
+        if not near.any():
+            break
+        near &= np.abs(gt.ends[second] - gt.ends[first]) <= tolerance
+        for a, b in zip(first[near].tolist(), second[near].tolist()):
+            earlier_partners.setdefault(max(a, b), []).append(min(a, b))
+    dropped: set[int] = set()
+    for row in sorted(earlier_partners):
+        if any(partner not in dropped for partner in earlier_partners[row]):
+            dropped.add(row)
+    keep = np.zeros(len(gt), dtype=bool)
+    keep[long_enough] = True
+    keep[list(dropped)] = False
+    return gt if keep.all() else gt.take(keep)
 
 
 def _check_tious(tious: tuple[float, ...]) -> np.ndarray:
@@ -137,7 +200,8 @@ def _greedy_matching(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndar
     resolves the first edge of every connected group of competing predictions.
     """
     n_thresholds, n_pred, n_gt = len(thresholds), len(pred_group), len(gt_group)
-    pair_pred, pair_gt = _same_group_pairs(gt_group, pred_group)
+    pair_pred, pair_gt = _candidate_pairs(gt_group, gt_start, gt_end, pred_group, pred_start, pred_end,
+                                          thresholds.min())
     iou = _tiou(pred_start[pair_pred], pred_end[pair_pred], gt_start[pair_gt], gt_end[pair_gt])
     candidate = iou >= thresholds.min()
     pair_pred, pair_gt, iou = pair_pred[candidate], pair_gt[candidate], iou[candidate]
@@ -171,19 +235,31 @@ def _greedy_matching(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndar
     return pred_taken.reshape(n_thresholds, n_pred)
 
 
-def _same_group_pairs(gt_group: np.ndarray, pred_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every (prediction, ground truth) index pair of the same group, by prediction, then ground-truth row."""
-    n_groups = int(max(gt_group.max(initial=-1), pred_group.max(initial=-1))) + 1
-    gt_by_group = np.argsort(gt_group, kind="stable")
-    counts = np.bincount(gt_group, minlength=n_groups)
-    first = np.cumsum(counts) - counts  # where each group starts in gt_by_group
-    per_pred = counts[pred_group]
-    pair_pred = np.repeat(np.arange(len(pred_group)), per_pred)
-    # Position of each pair within its prediction's run, then into that group's ground truth.
-    run_start = np.repeat(np.cumsum(per_pred) - per_pred, per_pred)
-    within = np.arange(len(pair_pred)) - run_start
-    pair_gt = gt_by_group[np.repeat(first[pred_group], per_pred) + within]
-    return pair_pred, pair_gt
+def _candidate_pairs(gt_group: np.ndarray, gt_start: np.ndarray, gt_end: np.ndarray,
+                     pred_group: np.ndarray, pred_start: np.ndarray, pred_end: np.ndarray,
+                     lowest_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (prediction, ground truth) index pairs of the same group that may reach `lowest_threshold`,
+    grouped by prediction: a superset, which the exact tIoU then filters.
+
+    At threshold 0 that is every pair of the group. Above 0 only overlapping segments qualify, and
+    with the ground truth sorted by (group, start) those of a prediction [s, e] start within
+    [s - longest ground truth, e): a range found by binary search on the key group + 1j * start
+    (numpy orders complex numbers by real, then imaginary part), so pairs far apart in a long
+    video are never formed."""
+    gt_order = np.lexsort((gt_start, gt_group))
+    if lowest_threshold > 0:
+        keys = gt_group[gt_order] + 1j * gt_start[gt_order]
+        longest = (gt_end - gt_start).max(initial=0.0)
+        low = np.searchsorted(keys, pred_group + 1j * (pred_start - longest))
+        high = np.searchsorted(keys, pred_group + 1j * pred_end)
+    else:
+        low = np.searchsorted(gt_group[gt_order], pred_group, side="left")
+        high = np.searchsorted(gt_group[gt_order], pred_group, side="right")
+    counts = high - low
+    pair_pred = np.repeat(np.arange(len(pred_group)), counts)
+    # Position of each pair within its prediction's run, then into the sorted ground truth.
+    within = np.arange(len(pair_pred)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return pair_pred, gt_order[np.repeat(low, counts) + within]
 
 
 def _average_precision(true_positive: np.ndarray, positives: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """A plain per-prediction loop with the semantics of `mean_average_precision`, written for reading
-rather than speed: the oracle the tests check the vectorized matching against, and the baseline of
-the evaluation speed benchmark."""
+rather than speed: the oracle the tests (which cannot reach ActionFormer's evaluator) and the
+evaluation benchmark check the vectorized code against."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -10,18 +10,23 @@ import numpy as np
 
 from .segments import Segments
 
+TOLERANCE_S = 1e-3  # ActionFormer's remove_duplicate_annotations
+
 
 def reference_average_precision(gt: Segments, pred: Segments, tious: Sequence[float]) -> dict[str, list[float]]:
-    """AP per class per threshold with a plain loop: per class, predictions in descending score
-    order (stable), and for each of them and each threshold, the unmatched ground truth of its
-    video with the highest tIoU (ties: the earlier row), if that tIoU reaches the threshold."""
-    videos = set(gt.videos.tolist())
+    """AP per class per threshold with a plain loop: the ground truth cleaned of short and
+    duplicated segments; per class, predictions (except those of ignored videos) in descending
+    score order (stable), and for each of them and each threshold, the unmatched ground truth of
+    its video with the highest tIoU (ties: the earlier row), if that tIoU reaches the threshold."""
+    kept = _cleaned_rows(gt)
+    ignored = set() if gt.ignored_videos is None else set(gt.ignored_videos.tolist())
     result = {}
-    for name in sorted(set(gt.labels.tolist())):
+    for name in sorted({str(gt.labels[row]) for row in kept}):
         by_video = defaultdict(list)  # video -> [(row, start, end)] of this class
-        for row in np.flatnonzero(gt.labels == name):
-            by_video[gt.video_ids[row]].append((int(row), float(gt.starts[row]), float(gt.ends[row])))
-        rows = [int(r) for r in np.flatnonzero(pred.labels == name) if pred.video_ids[r] in videos]
+        for row in kept:
+            if gt.labels[row] == name:
+                by_video[gt.video_ids[row]].append((row, float(gt.starts[row]), float(gt.ends[row])))
+        rows = [int(r) for r in np.flatnonzero(pred.labels == name) if pred.video_ids[r] not in ignored]
         rows.sort(key=lambda r: -pred.scores[r])
         taken = [set() for _ in tious]
         hits = [[] for _ in tious]
@@ -37,9 +42,24 @@ def reference_average_precision(gt: Segments, pred: Segments, tious: Sequence[fl
                 if best is not None:
                     taken[k].add(best)
                 hits[k].append(best is not None)
-        positives = int((gt.labels == name).sum())
+        positives = sum(len(segments) for segments in by_video.values())
         result[name] = [_interpolated_ap(h, positives) for h in hits]
     return result
+
+
+def _cleaned_rows(gt: Segments) -> list[int]:
+    """Rows kept by ActionFormer's rule, video by video in row order: at least 1 ms long, and not
+    within 1 ms at both ends of a kept segment of the same label."""
+    kept_by_video = defaultdict(list)
+    for row in range(len(gt)):
+        start, end, label = float(gt.starts[row]), float(gt.ends[row]), gt.labels[row]
+        if end - start < TOLERANCE_S:
+            continue
+        if any(abs(start - float(gt.starts[k])) <= TOLERANCE_S and abs(end - float(gt.ends[k])) <= TOLERANCE_S
+               and gt.labels[k] == label for k in kept_by_video[gt.video_ids[row]]):
+            continue
+        kept_by_video[gt.video_ids[row]].append(row)
+    return sorted(row for rows in kept_by_video.values() for row in rows)
 
 
 def _tiou(start: float, end: float, gt_start: float, gt_end: float) -> float:

@@ -15,10 +15,9 @@ class Segments:
     earlier row ranks first). On construction video ids and labels become numpy string arrays
     and times float64, and the rows are checked: finite times, `end >= start`, finite scores.
 
-    `scores` is None for ground truth. `all_videos` is for ground truth only: every video the
-    ground truth covers, including videos without any segment (a prediction there is a false
-    positive, while a prediction for a video outside the ground truth is ignored). None means
-    the videos that appear in `video_ids`.
+    `scores` is None for ground truth. `ignored_videos` is for ground truth only: videos whose
+    predictions do not count at all, those of the annotation file outside the evaluated subset.
+    A prediction for any other video without ground truth of its class is a false positive.
     """
 
     video_ids: np.ndarray
@@ -26,7 +25,7 @@ class Segments:
     starts: np.ndarray
     ends: np.ndarray
     scores: np.ndarray | None = None
-    all_videos: np.ndarray | None = None
+    ignored_videos: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Fixed-width numpy strings rather than object arrays: sorting and searching them runs in C.
@@ -49,24 +48,24 @@ class Segments:
         backwards = np.flatnonzero(self.ends < self.starts)
         if backwards.size:
             row = int(backwards[0])
-            raise ValueError(f"Segments row {row} (video {self.video_ids[row]!r}): segment "
+            raise ValueError(f"Segments row {row} (video {str(self.video_ids[row])!r}): segment "
                              f"[{self.starts[row]}, {self.ends[row]}] ends before it starts")
-        if self.all_videos is not None:
-            self.all_videos = np.unique(_strings(self.all_videos))
-            outside = np.setdiff1d(self.video_ids, self.all_videos)
-            if outside.size:
-                raise ValueError(f"Segments: video {outside[0]!r} has segments but is not in all_videos")
+        if self.ignored_videos is not None:
+            self.ignored_videos = _strings(self.ignored_videos)
+            both = set(self.ignored_videos.tolist()).intersection(self.video_ids.tolist())
+            if both:
+                raise ValueError(f"Segments: video {min(both)!r} has segments but is in ignored_videos")
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    @property
-    def videos(self) -> np.ndarray:
-        """The covered videos, sorted: `all_videos`, or else the videos that have segments."""
-        return self.all_videos if self.all_videos is not None else np.unique(self.video_ids)
+    def take(self, rows: np.ndarray) -> Segments:
+        """The given rows (indices or a boolean mask), in that order; `ignored_videos` kept."""
+        return Segments(self.video_ids[rows], self.labels[rows], self.starts[rows], self.ends[rows],
+                        None if self.scores is None else self.scores[rows], self.ignored_videos)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence], all_videos: Iterable[str] | None = None) -> Segments:
+    def from_rows(cls, rows: Sequence[Sequence], ignored_videos: Iterable[str] | None = None) -> Segments:
         """Build from rows `(video_id, label, start, end)` (ground truth) or
         `(video_id, label, start, end, score)` (predictions); an empty list gives an empty table
         without scores, which `mean_average_precision` takes as no predictions."""
@@ -74,11 +73,11 @@ class Segments:
         if not widths <= {4, 5} or len(widths) > 1:
             raise ValueError(f"Segments.from_rows: rows must all be (video_id, label, start, end) or all "
                              f"(video_id, label, start, end, score); got rows of lengths {sorted(widths)}")
-        videos = None if all_videos is None else list(all_videos)
+        ignored = None if ignored_videos is None else list(ignored_videos)
         if not rows:
-            return cls([], [], [], [], all_videos=videos)
+            return cls([], [], [], [], ignored_videos=ignored)
         columns = list(zip(*rows))
-        return cls(*columns[:4], scores=columns[4] if len(columns) == 5 else None, all_videos=videos)
+        return cls(*columns[:4], scores=columns[4] if len(columns) == 5 else None, ignored_videos=ignored)
 
 
 def _strings(values: Iterable[str] | np.ndarray) -> np.ndarray:

@@ -11,12 +11,14 @@ import hashlib
 import json
 import math
 
-import torch
 from typing import Annotated
 
+import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from ..fields import added_field
 from .actionformer import ActionFormer, DetectorConfig, DetectorOutput
 from .blvnet import BLVNetConfig, BLVNetTAM
 from .videomae import VideoMAEBackbone, VideoMAEConfig
@@ -34,7 +36,13 @@ PIXEL_STD = (0.229, 0.224, 0.225)
 
 class ModelConfig(BaseModel):
     """Backbone (None: the detector runs on precomputed features of `input_dim` channels),
-    detector, and the blocks already dropped."""
+    detector, and the blocks already dropped.
+
+    `feature_upsample` stretches the backbone's per-step features along time by linear
+    interpolation (align_corners=False) before the detector, as OpenTAD's end-to-end configs do
+    (`Interpolate` to the window size: PBD's 768-frame windows give 384 VideoMAE steps, interpolated
+    to 768 positions); the grid then has `upsample` positions per backbone step.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,11 +50,15 @@ class ModelConfig(BaseModel):
     input_dim: int | None = Field(default=None, ge=1, description="feature channels, feature mode only")
     detector: DetectorConfig
     dropped: list[str] = Field(default_factory=list)
+    feature_upsample: int = added_field(1, ge=1, description=(
+        "grid positions per backbone step: the backbone's features interpolated linearly along time"))
 
     @model_validator(mode="after")
     def _one_input(self) -> "ModelConfig":
         if (self.backbone is None) == (self.input_dim is None):
             raise ValueError("give exactly one of `backbone` (end-to-end on frames) and `input_dim` (on features)")
+        if self.feature_upsample > 1 and self.backbone is None:
+            raise ValueError("feature_upsample applies to a backbone's features; precomputed features are used as they are")
         return self
 
     @property
@@ -62,6 +74,10 @@ class TADModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.backbone = build_backbone(config.backbone) if config.backbone is not None else None
+        self.feature_upsample = config.feature_upsample
+        if self.backbone is not None and self.backbone.temporal_stride % self.feature_upsample:
+            raise ValueError(f"feature_upsample {self.feature_upsample} does not divide the backbone's temporal stride "
+                             f"{self.backbone.temporal_stride} (frames per step): the grid would not be whole frames")
         in_dim = self.backbone.out_dim if self.backbone is not None else config.input_dim
         self.detector = ActionFormer(in_dim, config.detector)
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1, 1) * 255, persistent=False)
@@ -73,7 +89,7 @@ class TADModel(nn.Module):
     @property
     def temporal_stride(self) -> int:
         """Input frames per feature-grid position (1 for precomputed features)."""
-        return self.backbone.temporal_stride if self.backbone is not None else 1
+        return self.backbone.temporal_stride // self.feature_upsample if self.backbone is not None else 1
 
     @property
     def sequence_multiple(self) -> int:
@@ -81,7 +97,7 @@ class TADModel(nn.Module):
         end to end, whole backbone chunks."""
         if self.backbone is None:
             return self.architecture.detector.max_stride
-        return math.lcm(self.architecture.detector.max_stride, self.backbone.chunk_frames // self.backbone.temporal_stride)
+        return math.lcm(self.architecture.detector.max_stride, self.backbone.chunk_frames // self.temporal_stride)
 
     def droppable_blocks(self) -> list[str]:
         """Backbone blocks end to end (what compression targets); the detector's own in feature mode."""
@@ -150,7 +166,12 @@ class TADModel(nn.Module):
         if self.backbone is None:
             return inputs
         features = self.backbone(self.chunks(inputs))
-        return features.reshape(inputs.shape[0], -1, features.shape[-1])
+        features = features.reshape(inputs.shape[0], -1, features.shape[-1])
+        if self.feature_upsample == 1:
+            return features
+        stretched = F.interpolate(features.transpose(1, 2), size=features.shape[1] * self.feature_upsample,
+                                  mode="linear", align_corners=False)
+        return stretched.transpose(1, 2)
 
     def detect_from_features(self, features: Tensor, mask: Tensor) -> DetectorOutput:
         """The detector on `[B, T, C]` grid features."""

@@ -20,17 +20,21 @@ class ConvTransformerBackbone(nn.Module):
     (`MLP_RATIO * dim` otherwise), keyed `stem.{i}` / `branch.{i}`. With `abs_pe_length`, a fixed
     sinusoid position table of that many positions is added after the embedding (the release's
     `use_abs_pe`); in eval, sequences of that length or longer get it stretched to their length.
+    `norm_eps` is the embedding LayerNorms' epsilon; with `mask_outputs` each embedding layer zeroes
+    the padded positions after its activation (OpenTAD's `ConvModule`; the release does not).
     """
 
     def __init__(self, in_dim: int, dim: int, num_heads: int, arch: tuple[int, int, int], windows: list[int | None],
                  scale_factor: int, embed_kernel: int, embed_with_ln: bool, dropout: float, droppath: float,
-                 mlp_hidden: dict[str, int], abs_pe_length: int | None = None) -> None:
+                 mlp_hidden: dict[str, int], abs_pe_length: int | None = None, norm_eps: float = 1e-5,
+                 mask_outputs: bool = False) -> None:
         super().__init__()
         self.scale_factor = scale_factor
         self.arch = arch
+        self.mask_outputs = mask_outputs
         self.embd = nn.ModuleList(MaskedConv1d(in_dim if i == 0 else dim, dim, embed_kernel, bias=not embed_with_ln)
                                   for i in range(arch[0]))
-        self.embd_norm = nn.ModuleList(ChannelLayerNorm(dim) if embed_with_ln else nn.Identity() for _ in range(arch[0]))
+        self.embd_norm = nn.ModuleList(ChannelLayerNorm(dim, norm_eps) if embed_with_ln else nn.Identity() for _ in range(arch[0]))
 
         def block(name: str, window: int | None, stride: int) -> TransformerBlock:
             return TransformerBlock(dim, num_heads, window, stride, mlp_hidden.get(name, MLP_RATIO * dim), dropout, droppath)
@@ -49,6 +53,8 @@ class ConvTransformerBackbone(nn.Module):
         for conv, norm in zip(self.embd, self.embd_norm):
             x, mask = conv(x, mask)
             x = norm(x).relu()
+            if self.mask_outputs:
+                x = x * mask
         if self.pos_embd is not None:
             x = x + self._positions(x.shape[-1]) * mask
         for index in range(self.arch[1]):

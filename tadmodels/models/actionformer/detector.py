@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from ...fields import added_field
 from .backbone import ConvTransformerBackbone
 from .heads import ClassificationHead, JoinedLevels, RegressionHead
 from .losses import diou_loss_1d, sigmoid_focal_loss
@@ -52,6 +54,12 @@ class DetectorConfig(BaseModel):
     release's `embd_dim`; `fpn_dim` and `head_dim` default to it. `mlp_hidden` overrides the MLP
     hidden width of single blocks (keyed `stem.{i}` / `branch.{i}`) so that a channel-pruned model
     can be rebuilt.
+
+    Two knobs say how OpenTAD's re-implementation computes where the release's differs (its
+    `ConvModule`): `conv_norm_eps` and `mask_conv_outputs`. Two say how the input is padded before
+    the detector runs (`pad_min_length`, `pad_multiple`): padded positions are not re-masked
+    everywhere (the LayerNorms' biases, the heads' convs), so the outputs at the last valid
+    positions of the coarse levels depend on how much padding follows them.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +84,18 @@ class DetectorConfig(BaseModel):
     use_abs_pe: bool = Field(default=False, description="add a fixed sinusoid position table after the embedding")
     max_seq_len: int = Field(default=2304, ge=1, description="length of that table (the release's max_seq_len)")
     mlp_hidden: dict[str, int] = Field(default_factory=dict)
+    conv_norm_eps: float = added_field(1e-5, gt=0, description=(
+        "epsilon of the LayerNorms after the embedding convs, in the neck and in the heads (the release: 1e-5, "
+        "OpenTAD: 1e-6); the transformer blocks' keep 1e-5"))
+    mask_conv_outputs: bool = added_field(False, description=(
+        "zero the padded positions after each embedding conv and head layer's activation, as OpenTAD's "
+        "ConvModule does (the release leaves them at relu(LayerNorm bias))"))
+    pad_min_length: int | None = added_field(None, ge=1, description=(
+        "zero-pad every input shorter than this to this many positions, as the release and OpenTAD pad every "
+        "video to max_seq_len at test time; None: no minimum"))
+    pad_multiple: int | None = added_field(None, ge=1, description=(
+        "pad inputs to a multiple of this (the release's max_div_factor: the largest level stride times window); "
+        "None: the largest stride, the least the detector runs on"))
     train: DetectorTrainConfig = DetectorTrainConfig()
     test: InferenceConfig = InferenceConfig()
 
@@ -101,6 +121,10 @@ class DetectorConfig(BaseModel):
             raise ValueError(f"mlp_hidden for unknown blocks {unknown}: blocks are {self.block_names()}")
         if any(width < 1 for width in self.mlp_hidden.values()):
             raise ValueError("mlp_hidden widths must be positive")
+        for name in ("pad_min_length", "pad_multiple"):
+            value = getattr(self, name)
+            if value is not None and value % self.max_stride:
+                raise ValueError(f"{name} {value} is not a multiple of the largest stride {self.max_stride}")
         return self
 
     @property
@@ -116,6 +140,12 @@ class DetectorConfig(BaseModel):
     @property
     def max_stride(self) -> int:
         return self.scale_factor ** self.arch[2]
+
+    def padded_length(self, length: int) -> int:
+        """The input length the detector runs on for `length` positions: at least `pad_min_length`,
+        rounded up to `pad_multiple` (the largest stride by default)."""
+        multiple = self.pad_multiple or self.max_stride
+        return max(-(-length // multiple) * multiple, self.pad_min_length or 0)
 
     def windows(self) -> list[int | None]:
         """Attention window per level, None where attention is global."""
@@ -149,16 +179,19 @@ class ActionFormer(nn.Module):
         self.backbone = ConvTransformerBackbone(in_dim, config.dim, config.num_heads, config.arch, config.windows(),
                                                 config.scale_factor, config.embed_kernel, config.embed_with_ln,
                                                 train.dropout, train.droppath, config.mlp_hidden,
-                                                config.max_seq_len if config.use_abs_pe else None)
+                                                config.max_seq_len if config.use_abs_pe else None,
+                                                config.conv_norm_eps, config.mask_conv_outputs)
         if config.fpn == "identity":
-            self.neck = FPNIdentity(config.levels, fpn_dim, config.fpn_start_level, config.fpn_with_ln)
+            self.neck = FPNIdentity(config.levels, fpn_dim, config.fpn_start_level, config.fpn_with_ln,
+                                    config.conv_norm_eps)
         else:
             self.neck = FPN1D(config.levels, config.dim, fpn_dim, config.scale_factor, config.fpn_start_level,
-                              config.fpn_with_ln)
-        self.cls_head = ClassificationHead(fpn_dim, head_dim, config.num_classes, config.head_layers, config.head_kernel,
-                                           config.head_with_ln, train.cls_prior_prob, train.head_empty_cls)
-        self.reg_head = RegressionHead(fpn_dim, head_dim, len(config.strides), config.head_layers, config.head_kernel,
-                                       config.head_with_ln)
+                              config.fpn_with_ln, config.conv_norm_eps)
+        layers = dict(layers=config.head_layers, kernel_size=config.head_kernel, with_ln=config.head_with_ln,
+                      norm_eps=config.conv_norm_eps, mask_outputs=config.mask_conv_outputs)
+        self.cls_head = ClassificationHead(fpn_dim, head_dim, config.num_classes, prior_prob=train.cls_prior_prob,
+                                           empty_classes=train.head_empty_cls, **layers)
+        self.reg_head = RegressionHead(fpn_dim, head_dim, len(config.strides), **layers)
         self.loss_normalizer = train.init_loss_norm
         self.loss_normalizer_momentum = 0.9
 
@@ -166,9 +199,14 @@ class ActionFormer(nn.Module):
         return [f"backbone.{name}" for name in self.backbone.block_names()]
 
     def forward(self, features: Tensor, mask: Tensor) -> DetectorOutput:
-        """`features` [B, C, T], `mask` [B, T] bool; T must be a multiple of the largest stride."""
+        """`features` [B, C, T], `mask` [B, T] bool; T must be a multiple of the largest stride.
+        The input is first zero-padded as `pad_min_length` and `pad_multiple` say (the output then
+        has the points of the padded length, the added ones invalid)."""
         if features.shape[-1] % self.config.max_stride:
             raise ValueError(f"sequence length {features.shape[-1]} is not a multiple of {self.config.max_stride}")
+        padding = self.config.padded_length(features.shape[-1]) - features.shape[-1]
+        if padding:
+            features, mask = F.pad(features, (0, padding)), F.pad(mask, (0, padding))
         levels, masks = self.neck(*self.backbone(features, mask[:, None, :]))
         joined = JoinedLevels.join(levels, masks, gap=self.config.head_kernel // 2)
         cls, offsets = joined.points_last(self.cls_head(joined)), joined.points_last(self.reg_head(joined))
@@ -205,11 +243,12 @@ class ActionFormer(nn.Module):
 
     @torch.no_grad()
     def detect(self, output: DetectorOutput, config: InferenceConfig | None = None) -> list[Detections]:
-        """Per video, on the CPU as the release does: per level threshold, top-k and decoding, then
-        NMS. Segments stay in grid units; `config` defaults to the detector's `test` settings."""
+        """Per video, on the CPU as the release does: per level (or, with `pre_nms_scope: video`, over
+        all levels together) threshold, top-k and decoding, then NMS. Segments stay in grid units;
+        `config` defaults to the detector's `test` settings."""
         config = config or self.config.test
         points = output.points
-        split = list(points.level_lengths)
+        split = list(points.level_lengths) if config.pre_nms_scope == "level" else [sum(points.level_lengths)]
         per_level = list(zip(*(t.cpu().split(split) for t in (points.positions, points.strides))))
         results = []
         for probs, offsets, valid in zip(output.cls_logits.sigmoid().cpu(), output.offsets.cpu(), output.valid.cpu()):

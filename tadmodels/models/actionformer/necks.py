@@ -8,15 +8,15 @@ from torch import Tensor, nn
 from .blocks import ChannelLayerNorm, MaskedConv1d
 
 
-def _norm(channels: int, with_ln: bool) -> nn.Module:
-    return ChannelLayerNorm(channels) if with_ln else nn.Identity()
+def _norm(channels: int, with_ln: bool, eps: float) -> nn.Module:
+    return ChannelLayerNorm(channels, eps) if with_ln else nn.Identity()
 
 
 class FPNIdentity(nn.Module):
-    def __init__(self, levels: int, channels: int, start_level: int, with_ln: bool) -> None:
+    def __init__(self, levels: int, channels: int, start_level: int, with_ln: bool, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.start_level = start_level
-        self.fpn_norms = nn.ModuleList(_norm(channels, with_ln) for _ in range(start_level, levels))
+        self.fpn_norms = nn.ModuleList(_norm(channels, with_ln, norm_eps) for _ in range(start_level, levels))
 
     def forward(self, features: list[Tensor], masks: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         used = range(self.start_level, len(features))
@@ -27,14 +27,14 @@ class FPN1D(nn.Module):
     """1x1 lateral convs, nearest-neighbour top-down sums, then a depthwise conv (k=3) and a norm per level."""
 
     def __init__(self, levels: int, in_channels: int, channels: int, scale_factor: int, start_level: int,
-                 with_ln: bool) -> None:
+                 with_ln: bool, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.start_level = start_level
         self.scale_factor = scale_factor
         used = range(start_level, levels)
         self.lateral_convs = nn.ModuleList(MaskedConv1d(in_channels, channels, 1, bias=not with_ln) for _ in used)
         self.fpn_convs = nn.ModuleList(MaskedConv1d(channels, channels, 3, groups=channels, bias=not with_ln) for _ in used)
-        self.fpn_norms = nn.ModuleList(_norm(channels, with_ln) for _ in used)
+        self.fpn_norms = nn.ModuleList(_norm(channels, with_ln, norm_eps) for _ in used)
 
     def forward(self, features: list[Tensor], masks: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         masks = masks[self.start_level:]

@@ -12,15 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
+from ...fields import added_field
+
 
 class InferenceConfig(BaseModel):
     """The release's `test_cfg`; defaults are its THUMOS14 setting. Lengths are in grid positions."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pre_nms_thresh: float = Field(default=0.001, ge=0, description="candidate score threshold, per level")
-    pre_nms_topk: int = Field(default=2000, ge=1, description="candidates kept per level")
-    duration_thresh: float = Field(default=0.05, ge=0, description="shortest segment kept")
+    pre_nms_thresh: float = Field(default=0.001, ge=0, description="candidate score threshold")
+    pre_nms_topk: int = Field(default=2000, ge=1, description="candidates kept per level (or per video, see pre_nms_scope)")
+    pre_nms_scope: Literal["level", "video"] = added_field("level", description=(
+        "the top-k is taken per pyramid level (the release) or over all levels together (OpenTAD)"))
+    duration_thresh: float | None = Field(default=0.05, ge=0, description=(
+        "segments must be longer than this; None: every length kept, zero included (OpenTAD)"))
     nms_method: Literal["soft", "hard", "none"] = "soft"
     iou_threshold: float = Field(default=0.1, ge=0, le=1, description="hard NMS suppression threshold")
     nms_sigma: float = Field(default=0.5, gt=0, description="Gaussian Soft-NMS: decay exp(-IoU^2 / sigma)")
@@ -59,6 +64,8 @@ def level_candidates(probs: Tensor, offsets: Tensor, positions: Tensor, strides:
     centre, stride = positions[point], strides[point]
     segments = torch.stack([centre - offsets[point, 0] * stride, centre + offsets[point, 1] * stride], dim=-1)
     candidates = Detections(segments, ranked[:config.pre_nms_topk], torch.fmod(top, num_classes))
+    if config.duration_thresh is None:
+        return candidates
     return candidates[(segments[:, 1] - segments[:, 0]) > config.duration_thresh]
 
 
