@@ -168,6 +168,8 @@ def study_pareto(
 
 def retime_now(study, storage: str, runner: str, address: str | None, quiet: bool) -> None:
     """`--retime`: time the study again on the timing service `runner` names (`search.retime`)."""
+    from rich.markup import escape
+
     from search.retime import retime_study, stored_spec
     from search.timing import LocalTiming
 
