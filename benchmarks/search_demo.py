@@ -36,7 +36,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from common import markdown_table
-from search.pareto import front, hypervolume, pareto_report, reference_point
+from search.pareto import complete_trials, front, hypervolume, latency_ms, pareto_report, reference_point
 from search.spec import StudySpec, load_study_spec
 from search.study import BASELINE_ATTR, GREEDY, storage_for
 
@@ -118,13 +118,13 @@ def not_dominated_in_macs(search: list[FrozenTrial], greedy: list[FrozenTrial]) 
 def describe(trial: FrozenTrial) -> dict:
     return {"trial": trial.number, "drops": [d.rsplit(".", 1)[-1] for d in trial.user_attrs["drops"]],
             "channel_ratios": trial.user_attrs["channel_ratios"], "average_mAP": round(trial.values[0], 4),
-            "latency_ms": round(trial.values[1], 2), "mmacs": round(trial.user_attrs["macs"] / 1e6, 1)}
+            "latency_ms": round(latency_ms(trial), 2), "mmacs": round(trial.user_attrs["macs"] / 1e6, 1)}
 
 
 def summarise(storage_url: str, study_name: str, workers: int, wall_s: float) -> dict:
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage_url))
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = complete_trials(study)  # latency: re-timed at the end of the launch
     greedy = [t for t in complete if t.user_attrs.get(BASELINE_ATTR) == GREEDY]
     search = [t for t in complete if t.user_attrs.get(BASELINE_ATTR) != GREEDY]
     reference = reference_point(study, complete)
@@ -146,8 +146,8 @@ def summarise(storage_url: str, study_name: str, workers: int, wall_s: float) ->
         "hypervolume_search_all": hypervolume(search, reference),
         "search_alignment_steps_all": sum(steps_run(t) for t in search),
         "search_hypervolume_by_steps": hypervolume_by_steps(search, reference),
-        "greedy_front": [describe(t) for t in front(greedy, study)],
-        "search_front_matched": [describe(t) for t in front(matched, study)],
+        "greedy_front": [describe(t) for t in front(greedy)],
+        "search_front_matched": [describe(t) for t in front(matched)],
         "not_dominated_by_greedy": [describe(by_number[n]) for n in report.undominated_by_greedy],
         "not_dominated_by_greedy_in_macs": [describe(t) for t in not_dominated_in_macs(search, greedy)],
         "alignment_steps_without_cache": sum(steps_without_cache(t) for t in complete),

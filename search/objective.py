@@ -1,25 +1,27 @@
 """One trial on a worker: Optuna parameters -> schedule -> aligned model (reusing cached prefixes)
--> mAP and latency (measured once per architecture, input shape and device) -> values and
+-> mAP and latency (from the study's timing service, `search.timing`) -> values and
 attributes. Whether a schedule runs at all (a repeat takes an earlier trial's result) is the
 driver's decision (`search.lifecycle`)."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from optuna.trial import TrialState
 
 from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
-from tadmodels.profile import count_params, model_latency, model_macs, resolve_device
-from tadmodels.profile.latency import TimingConfig, device_description
+from tadmodels.profile import count_params, model_macs
 from tadmodels.models import TADModel
 from tadmodels.training import Experiment, load_model, save_model
 
-from .cache import DeviceLock, LatencyCache, PrefixCache
+from .cache import DeviceLock, PrefixCache
 from .encoding import Decoded, ScheduleEncoding
 from .spec import StudySpec
+from .timing import TimedLatency, timed_positions, timing_service
 
 MAP, LATENCY = "average_mAP", "latency_ms"
 
@@ -56,9 +58,9 @@ class TrialRunner:
         self.encoding = ScheduleEncoding(spec.search, base.droppable_blocks())
         root = spec.artifact_dir
         self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
-        self.latencies = LatencyCache(root / "cache")
-        self.latency_device = resolve_device(spec.latency.device)
-        self.lock = DeviceLock(self.latency_device)
+        self.timing = timing_service(spec)
+        # Every trial works on the CPU, and on its train device when that is another.
+        self.locks = [DeviceLock(device) for device in dict.fromkeys([torch.device("cpu"), self.experiment.device])]
         self.checkpoints = root / "checkpoints"
 
     def schedule(self, decoded: Decoded) -> Schedule:
@@ -74,12 +76,13 @@ class TrialRunner:
         start = time.perf_counter()
         decoded = self.encoding.decode(params)
         schedule = self.schedule(decoded)
-        with self.lock.shared():
+        with self.computing():
             model, reused, steps_run = self._compressed(schedule)
             scores = self.experiment.evaluate(model, profile=False)
-            # Counting MACs runs a forward pass: not while another trial times the device.
-            macs = model_macs(model, self._positions())
-        latency, latency_hit = self.latency(model)
+            # Counting MACs runs a forward pass: not while the device is being timed.
+            macs = model_macs(model, timed_positions(self.spec))
+        timed = self.latency(model)
+        latency = timed.record
         checkpoint = self.checkpoints / trial_label
         save_model(model, self.spec, checkpoint)
         attrs = {
@@ -90,10 +93,11 @@ class TrialRunner:
             "latency_min_ms": latency["min_ms"], "latency_unstable": latency["unstable"],
             "latency_device": latency["device"], "latency_dtype": latency["dtype"],
             "latency_compile": latency["compile"], "latency_batch": latency["input_shape"][0],
+            "latency_timed_by": latency.get("timed_by"),
             "compute_signature": model.compute_signature(),
             "macs": macs, "params": count_params(model), "wall_time_s": time.perf_counter() - start,
-            "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
-                      "result_hit": False, "discarded": self.prefixes.take_discarded() + self.latencies.take_discarded()},
+            "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": timed.cache_hit,
+                      "result_hit": False, "discarded": self.prefixes.take_discarded() + timed.discarded},
         }
         return TrialOutcome.complete((scores[MAP], latency["median_ms"]), attrs, checkpoint)
 
@@ -111,26 +115,16 @@ class TrialRunner:
             steps_run += 1
         return model, reused, steps_run
 
-    def _positions(self) -> int:
-        return self.spec.latency.positions or self.spec.data.max_seq_len
+    @contextmanager
+    def computing(self):
+        """The devices this trial computes on, held shared: a timing of any of them on this host
+        (which holds it exclusively) waits until the trial is done with it, and the other way round."""
+        with ExitStack() as stack:
+            for lock in self.locks:
+                stack.enter_context(lock.shared())
+            yield
 
-    def latency(self, model: TADModel) -> tuple[dict, bool]:
-        """From the cache, or measured with the device to itself. The key holds everything the
-        figure depends on: what the forward computes, the input, the device, and how it is timed
-        (dtype, compile, batch, repeats). The cache is read again once the device is ours: a trial
-        that waited for another's measurement of the same architecture takes that one. Whatever is
-        stored first is what every trial reports."""
-        settings = self.spec.latency
-        key = (model.compute_signature(), [self._positions()],
-               device_description(self.latency_device, settings.threads),
-               settings.model_dump(mode="json", include=set(TimingConfig.model_fields)))
-        cached = self.latencies.get(key)
-        if cached is not None:
-            return cached, True
-        with self.lock.exclusive():
-            cached = self.latencies.get(key)
-            if cached is not None:
-                return cached, True
-            record = model_latency(model, self._positions(), settings.device, settings, settings.threads).to_json()
-        stored = self.latencies.put(key, record)
-        return stored, stored is not record
+    def latency(self, model: TADModel) -> TimedLatency:
+        """The model's latency from the study's timing service (`search.timing`), which is handed
+        the architecture only. Not to be called while `computing`: the timing waits for that."""
+        return self.timing.latency(model.architecture, model.compute_signature())

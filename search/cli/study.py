@@ -59,6 +59,8 @@ def print_status(study) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from search.pareto import BASE_RETIMED
+
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
     for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
@@ -66,12 +68,17 @@ def print_status(study) -> None:
     console.print(table)
     attrs = study.user_attrs
     if "base_map" in attrs:
-        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms")
+        retimed = f" (re-timed: {attrs[BASE_RETIMED]:.2f} ms)" if BASE_RETIMED in attrs else ""
+        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms{retimed}")
     if "greedy_chain" in attrs:
         console.print(f"greedy chain: {' > '.join(attrs['greedy_chain'])}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        console.print(f"Pareto front: {len(study.best_trials)} trials; best mAP {100 * max(t.values[0] for t in complete):.2f}")
+        from search.pareto import complete_trials, front
+
+        console.print(f"Pareto front: {len(front(complete_trials(study)))} trials; "
+                      f"best mAP {100 * max(t.values[0] for t in complete):.2f}")
+        console.print(retiming_line(study), highlight=False)
         repeats = sum(t.user_attrs.get("cache", {}).get("result_hit", False) for t in complete)
         if repeats:
             console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
@@ -79,6 +86,18 @@ def print_status(study) -> None:
     for trial in failed[-5:]:
         reason = trial.user_attrs.get("fail_reason", "no reason recorded")
         console.print(f"trial {trial.number} failed: {escape(reason)}", highlight=False)
+
+
+def retiming_line(study) -> str:
+    """Which latency figures the front and export use."""
+    from search.pareto import RETIMED
+
+    retiming = study.user_attrs.get(RETIMED)
+    if retiming is None:
+        return "latency: first measurements (the study has not been re-timed; `study pareto --retime` does it)"
+    return (f"latency: re-timed together in round {retiming['round']} ({retiming['at']}): {retiming['architectures']} "
+            f"architectures on {retiming['device']}, {retiming['repeats']} rounds ({retiming['stopped_by']}), "
+            f"load average {retiming['load_avg_1m']:.1f}; trials of other architectures carry their first measurement")
 
 
 @app.command("status")
@@ -94,13 +113,24 @@ def study_pareto(
     out: Annotated[Optional[Path], typer.Option(
         help="PNG/HTML prefix: writes PREFIX.png and PREFIX.html; default studies/<study>.pareto")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    retime: Annotated[bool, typer.Option(
+        help="first time the base model, the greedy chain and the front again, together, and store the figures")] = False,
+    runner: Annotated[str, typer.Option(help="with --retime: local (in this process) or ray (the study's timing "
+                                             "actor on latency.target)")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="with --retime --runner ray: the Ray cluster's address "
+                                                        "(else RAY_ADDRESS, else a local Ray)")] = None,
 ) -> None:
     """The Pareto front as a table, the hypervolume of the search's front against the greedy chain's,
-    and PNG (matplotlib) and HTML (plotly) plots with the greedy chain drawn."""
+    and PNG (matplotlib) and HTML (plotly) plots with the greedy chain drawn. Latency is the study's
+    re-timed figure where there is one (see `--retime`), else the first measurement."""
     from search.pareto import pareto_report, plot_html, plot_png
 
+    if not retime and (runner != "local" or address is not None):
+        raise typer.BadParameter("goes with --retime only", param_hint="--runner / --address")
     with user_input_errors():
         handle = open_existing_study(storage, study)
+        if retime:
+            retime_now(handle, storage, runner, address, quiet=as_json)
         report = pareto_report(handle)
     prefix = out or Path("studies") / f"{study}.pareto"
     if prefix.suffix in (".png", ".html"):
@@ -117,19 +147,43 @@ def study_pareto(
 
     names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
     common = dotted_common_prefix(names)
-    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind",
-                  caption=f"blocks named without their common prefix {common!r}" if common else None)
+    captions = ["ms: re-timed where `first ms`, the trial's first measurement, is given"]
+    if common:
+        captions.append(f"blocks named without their common prefix {common!r}")
+    table = Table("trial", "drops", "channel ratios", "mAP", "ms", "first ms", "GMACs", "kind", caption="; ".join(captions))
     for point in report.front:
         ratios = ", ".join(f"{k.removeprefix(common)}={v}" for k, v in point.channel_ratios.items()) or "-"
         table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
-                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
+                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}",
+                      f"{point.latency_first_ms:.2f}" if point.retimed else "-", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
+    console.print(retiming_line(handle), highlight=False)
     mAP_ref, latency_ref = report.reference
     console.print(f"hypervolume (reference point: mAP {mAP_ref:.2f}, latency {latency_ref:.2f} ms): "
                   f"search {report.hypervolume_search:.4f}, greedy chain {report.hypervolume_greedy:.4f}, "
                   f"all {report.hypervolume_all:.4f}")
     console.print(f"search trials no greedy trial dominates: {report.undominated_by_greedy or 'none'}")
     console.print(f"plots: {png}, {html}")
+
+
+def retime_now(study, storage: str, runner: str, address: str | None, quiet: bool) -> None:
+    """`--retime`: time the study again on the timing service `runner` names (`search.retime`)."""
+    from rich.markup import escape
+
+    from search.retime import retime_study, stored_spec
+    from search.timing import LocalTiming
+
+    spec = stored_spec(study, storage).with_overrides(runner=runner, address=address)
+    say = (lambda line: None) if quiet else (lambda line: console.print(escape(line), highlight=False))
+    if spec.runner.kind == "ray":
+        from search.ray_runner import check_timing_target, connect, start_timing_service
+
+        connect(spec, quiet=True)
+        check_timing_target(spec)
+        timing = start_timing_service(spec, say)
+    else:
+        timing = LocalTiming.for_study(spec)
+    retime_study(study, spec, timing, say)
 
 
 def dotted_common_prefix(names: list[str]) -> str:
@@ -149,11 +203,13 @@ def study_export(
     min_map: Annotated[Optional[float], typer.Option(help="fastest schedule with at least this mAP (fraction)")] = None,
 ) -> None:
     """Write the best schedule under the budget (and its checkpoint, when the study stored one)."""
-    from search.export import best_under_budget, export_schedule
+    from search.export import best_under_budget, export_schedule, latency_results
 
     with user_input_errors():
         handle = open_existing_study(storage, study)
         trial = best_under_budget(handle, max_latency_ms, min_map)
         model_dir = export_schedule(handle, trial, out)
-    console.print(f"trial {trial.number}: mAP {100 * trial.values[0]:.2f}, latency {trial.values[1]:.2f} ms, "
-                  f"drops {trial.user_attrs.get('drops')} -> {out}" + (f", checkpoint {model_dir}" if model_dir else ""))
+    latency = latency_results(trial)
+    console.print(f"trial {trial.number}: mAP {100 * trial.values[0]:.2f}, latency {latency['latency_ms']:.2f} ms "
+                  f"({latency['latency_source']}), drops {trial.user_attrs.get('drops')} -> {out}"
+                  + (f", checkpoint {model_dir}" if model_dir else ""), highlight=False)
