@@ -115,10 +115,18 @@ def connect(spec: StudySpec, quiet: bool = False, timeout_s: float = 10) -> None
     if quiet:
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a dead worker's error is in the trial's reason
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR if quiet else logging.WARNING)
+        init_ray(address=address, logging_level=logging.ERROR if quiet else logging.WARNING)
     except ConnectionError as error:
         raise RayConnectionError(f"Ray address {address}: {error}") from None
+
+
+def init_ray(**options: Any) -> None:
+    """`ray.init` as tadprune starts Ray. Ray starts its workers at niceness 15, so on a shared
+    node any ordinary process pre-empts the timing actor and inflates every latency: the workers
+    of a local Ray keep the driver's priority (a cluster started with `ray start` takes the same
+    `RAY_worker_niceness=0` there)."""
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(include_dashboard=False, log_to_driver=False, **options)
 
 
 class TimingTargetError(ValueError):

@@ -124,6 +124,8 @@ def test_under_ray_one_actor_on_the_target_times_every_latency(tiny_setting, tmp
     assert len(complete) == 2 and len(timed_by) == 1 and cached == timed_by
     assert study.user_attrs[RETIMED]["timed_by"] in timed_by
     assert timed_by != {f"{socket.gethostname()} pid {os.getpid()}"}
+    # Ray's workers keep the driver's priority (Ray's default lowers it by 15, which a busy node punishes).
+    assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
     # A target no node has is refused, naming what the nodes offer, before anything is written.
     other = tmp_path / "other"
