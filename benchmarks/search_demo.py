@@ -38,7 +38,8 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from common import markdown_table
-from search.pareto import SEARCH, ReferencePoint, family, front, hypervolume, pareto_report, reference_point
+from search.pareto import (SEARCH, ReferencePoint, complete_trials, family, front, hypervolume, latency_ms,
+                           pareto_report, reference_point)
 from search.spec import StudySpec, load_study_spec
 from search.study import BASELINE_ATTR, GREEDY, storage_for
 
@@ -120,13 +121,13 @@ def not_dominated_in_macs(search: list[FrozenTrial], greedy: list[FrozenTrial]) 
 def describe(trial: FrozenTrial) -> dict:
     return {"trial": trial.number, "drops": [d.rsplit(".", 1)[-1] for d in trial.user_attrs["drops"]],
             "channel_ratios": trial.user_attrs["channel_ratios"], "average_mAP": round(trial.values[0], 4),
-            "latency_ms": round(trial.values[1], 2), "mmacs": round(trial.user_attrs["macs"] / 1e6, 1)}
+            "latency_ms": round(latency_ms(trial), 2), "mmacs": round(trial.user_attrs["macs"] / 1e6, 1)}
 
 
 def summarise(storage_url: str, study_name: str, workers: int, wall_s: float) -> dict:
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage_url))
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    complete = complete_trials(study)  # latency: re-timed at the end of the launch
     greedy = [t for t in complete if t.user_attrs.get(BASELINE_ATTR) == GREEDY]
     search = [t for t in complete if family(t) == SEARCH]
     reference = reference_point(study)

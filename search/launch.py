@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -13,11 +14,12 @@ from .claims import StudyClaims
 from .encoding import ScheduleEncoding
 from .lifecycle import StudyDriver, attempt
 from .progress import StudyProgress
+from .retime import retime_study
 from .samplers import make_sampler
 from .spec import StudySpec
 from .study import (artifact_root, check_against_model_and_data, enqueue_missing_baseline, enqueue_seeded_start,
-                    ensure_groundwork, groundwork_steps, open_study, prepare_runner, run_groundwork,
-                    storage_for)
+                    ensure_groundwork, groundwork_steps, open_study, prepare_runner, run_groundwork, storage_for)
+from .timing import TimingService
 
 
 def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna.Study:
@@ -29,9 +31,10 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
     spec = spec.resolved()
     blocks = check_against_model_and_data(spec)
     if spec.runner.kind == "ray":
-        from .ray_runner import connect
+        from .ray_runner import check_timing_target, connect
 
         connect(spec, quiet=not show_progress)
+        check_timing_target(spec)
     # Per-trial lines belong to the progress view; a quiet launch prints nothing of Optuna's.
     optuna.logging.set_verbosity(logging.WARNING)
     runner_settings = spec.runner
@@ -49,11 +52,13 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
     with StudyDriver(study, spec, encoding, claims, launch_number, seed, view.say, park_limit) as driver:
         if runner_settings.kind == "local":
             runner = prepare_runner(spec, show_progress)
+            timing = runner.timing
             ensure_groundwork(study, claims, lambda needed: run_groundwork(groundwork_steps(runner, needed), view.say),
                               view.say)
         else:
-            from .ray_runner import remote_groundwork
+            from .ray_runner import remote_groundwork, start_timing_service
 
+            timing = start_timing_service(spec, view.say)  # the driver's handle keeps the actor alive
             ensure_groundwork(study, claims, lambda needed: remote_groundwork(spec, needed, view.say), view.say)
         driver.fail_stale_trials()  # a killed driver's trials, before the baseline is checked for gaps
         enqueue_missing_baseline(study, claims, encoding)
@@ -65,7 +70,24 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
                 from .ray_runner import run_ray
 
                 run_ray(driver, spec)
+        retime_once(study, spec, timing, claims, view.say)
     return study
+
+
+def retime_once(study: optuna.Study, spec: StudySpec, timing: TimingService, claims: StudyClaims,
+                say: Callable[[str], None]) -> None:
+    """The end of a launch: the base model, the greedy chain and the front timed together
+    (`search.retime`), by one driver at a time. The trials are stored whatever happens here, so a
+    re-timing that fails is reported, not raised: the study keeps its first figures."""
+    if not claims.claim("retime").held:
+        say("another driver is re-timing the study now; `tadprune study pareto --retime` times it again on demand")
+        return
+    try:
+        retime_study(study, spec, timing, say)
+    except Exception as error:
+        say(f"re-timing failed, the study keeps its first figures: {type(error).__name__}: {error}")
+    finally:
+        claims.release("retime")
 
 
 def run_local(driver: StudyDriver, runner, poll_s: float = 1.0) -> None:

@@ -1,14 +1,17 @@
 """One piece of a trial on a worker: Optuna parameters -> schedule -> its architecture, timed (once
 per architecture, input shape and device) before any alignment -> the aligned model at the work's
-rung (reusing cached prefixes) -> mAP -> values and attributes. Whether a schedule runs at all (a
+rung (reusing cached prefixes) -> mAP -> values and attributes. Latency comes from the study's
+timing service (`search.timing`). Whether a schedule runs at all (a
 repeat takes an earlier trial's result) and whether it climbs to the next rung are the driver's
 decisions (`search.lifecycle`, `search.fidelity`)."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from optuna.trial import TrialState
 
 from pruning.alignment import AlignmentConfig
@@ -17,14 +20,14 @@ from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
 from tadmodels.inference import evaluate_model
 from tadmodels.models import TADModel
-from tadmodels.profile import count_params, model_latency, model_macs, resolve_device
-from tadmodels.profile.latency import TimingConfig, device_description
+from tadmodels.profile import count_params, model_macs
 from tadmodels.training import Experiment, load_model, save_model
 
-from .cache import DeviceLock, LatencyCache, PrefixCache
+from .cache import DeviceLock, PrefixCache
 from .encoding import Decoded, ScheduleEncoding
 from .fidelity import StopBeforeAlignment, rung_alignment
 from .spec import StudySpec
+from .timing import TimedLatency, timed_positions, timing_service
 
 MAP, LATENCY = "average_mAP", "latency_ms"
 COMPUTE = "alignment_compute"  # the attribute in which every trial records the alignment it ran
@@ -104,9 +107,9 @@ class TrialRunner:
         self.prefix_caches = [PrefixCache(root / "cache", self.base_fingerprint, rung.alignment.model_dump(mode="json"))
                               for rung in self.rungs]
         self.prefixes = self.prefix_caches[-1]
-        self.latencies = LatencyCache(root / "cache")
-        self.latency_device = resolve_device(spec.latency.device)
-        self.lock = DeviceLock(self.latency_device)
+        self.timing = timing_service(spec)
+        # Every trial works on the CPU, and on its train device when that is another.
+        self.locks = [DeviceLock(device) for device in dict.fromkeys([torch.device("cpu"), self.experiment.device])]
         self.checkpoints = root / "checkpoints"
 
     def schedule(self, decoded: Decoded) -> Schedule:
@@ -124,10 +127,11 @@ class TrialRunner:
         decoded = self.encoding.decode(work.params)
         schedule = self.schedule(decoded)
         architecture = self._architecture(schedule)
-        with self.lock.shared():
-            # Counting MACs runs a forward pass: not while another trial times the device.
-            macs = model_macs(architecture, self._positions())
-        latency, latency_hit = self.latency(architecture)
+        with self.computing():
+            # Counting MACs runs a forward pass: not while the device is being timed.
+            macs = model_macs(architecture, timed_positions(self.spec))
+        timed = self.latency(architecture)
+        latency = timed.record
         attrs = {
             "schedule": schedule.model_dump(mode="json", exclude={"results"}), "schedule_key": decoded.key(),
             "drops": schedule.drops, "channel_ratios": schedule.channel_ratios,
@@ -135,21 +139,22 @@ class TrialRunner:
             "latency_min_ms": latency["min_ms"], "latency_unstable": latency["unstable"],
             "latency_device": latency["device"], "latency_dtype": latency["dtype"],
             "latency_compile": latency["compile"], "latency_batch": latency["input_shape"][0],
+            "latency_timed_by": latency.get("timed_by"),
             "compute_signature": architecture.compute_signature(), "macs": macs, "params": count_params(architecture),
         }
         reason = work.stop.reason(latency["median_ms"]) if work.stop is not None else None
         if reason is not None:
-            attrs.update(wall_time_s=time.perf_counter() - start, cache={"latency_hit": latency_hit})
+            attrs.update(wall_time_s=time.perf_counter() - start, cache={"latency_hit": timed.cache_hit})
             return TrialOutcome(TrialState.PRUNED, attrs=attrs, reason=reason)
         rung = self.rungs[work.rung]
-        with self.lock.shared():
+        with self.computing():
             model, reused, steps_run, compute = self._compressed(schedule, work.rung)
             scores = self._score(model, rung.split)
         record = {"rung": work.rung, "epochs": rung.alignment.epochs, "split": rung.split, MAP: scores[MAP],
                   LATENCY: latency["median_ms"]}
         attrs.update(rung=record, wall_time_s=time.perf_counter() - start, **{COMPUTE: compute.to_json()},
-                     cache={"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": latency_hit,
-                            "result_hit": False, "discarded": self._discarded()})
+                     cache={"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": timed.cache_hit,
+                            "result_hit": False, "discarded": self._discarded() + timed.discarded})
         if work.rung < len(self.rungs) - 1:
             return TrialOutcome(TrialState.RUNNING, (scores[MAP], latency["median_ms"]), attrs)
         checkpoint = self.checkpoints / work.label
@@ -158,7 +163,7 @@ class TrialRunner:
         return TrialOutcome.complete((scores[MAP], latency["median_ms"]), attrs, checkpoint)
 
     def _discarded(self) -> list[str]:
-        return [entry for cache in (*self.prefix_caches, self.latencies) for entry in cache.take_discarded()]
+        return [entry for cache in self.prefix_caches for entry in cache.take_discarded()]
 
     def _architecture(self, schedule: Schedule) -> TADModel:
         """The schedule's model before any alignment: what it computes, hence its latency and MACs
@@ -196,26 +201,16 @@ class TrialRunner:
         result = evaluate_model(model, self.experiment.dataset(subset), self.spec.eval.tious)
         return {MAP: result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
 
-    def _positions(self) -> int:
-        return self.spec.latency.positions or self.spec.data.max_seq_len
+    @contextmanager
+    def computing(self):
+        """The devices this trial computes on, held shared: a timing of any of them on this host
+        (which holds it exclusively) waits until the trial is done with it, and the other way round."""
+        with ExitStack() as stack:
+            for lock in self.locks:
+                stack.enter_context(lock.shared())
+            yield
 
-    def latency(self, model: TADModel) -> tuple[dict, bool]:
-        """From the cache, or measured with the device to itself. The key holds everything the
-        figure depends on: what the forward computes, the input, the device, and how it is timed
-        (dtype, compile, batch, repeats). The cache is read again once the device is ours: a trial
-        that waited for another's measurement of the same architecture takes that one. Whatever is
-        stored first is what every trial reports."""
-        settings = self.spec.latency
-        key = (model.compute_signature(), [self._positions()],
-               device_description(self.latency_device, settings.threads),
-               settings.model_dump(mode="json", include=set(TimingConfig.model_fields)))
-        cached = self.latencies.get(key)
-        if cached is not None:
-            return cached, True
-        with self.lock.exclusive():
-            cached = self.latencies.get(key)
-            if cached is not None:
-                return cached, True
-            record = model_latency(model, self._positions(), settings.device, settings, settings.threads).to_json()
-        stored = self.latencies.put(key, record)
-        return stored, stored is not record
+    def latency(self, model: TADModel) -> TimedLatency:
+        """The model's latency from the study's timing service (`search.timing`), which is handed
+        the architecture only. Not to be called while `computing`: the timing waits for that."""
+        return self.timing.latency(model.architecture, model.compute_signature())

@@ -2,8 +2,11 @@
 baseline family's (the greedy chain, the chain followed by channel pruning) and their union, and
 plots.
 
-Every latency this module and the export read comes from `latency_ms(trial)`, so that a better
-figure for a trial (a re-timing) changes them all in one place.
+Every latency read here and in `search.export` goes through `latency_ms(trial)`: the figure of the
+study's latest re-timing (`search.retime`: the base model, the greedy chain and the front timed
+together) when the trial's architecture was re-timed, else the trial's first measurement (its
+objective value). Optuna keeps a finished trial as it is, so re-timed figures live in the study's
+attributes, and `complete_trials` hands them to each trial in memory: read trials through it.
 
 The reference point bounds the region users care about: no slower than the base model and no
 more than `map_tolerance` below its mAP (`search.spec.ParetoSettings`, both configurable). A trial
@@ -12,6 +15,7 @@ would pick from rather than the latency axis down to mAP 0.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -27,11 +31,40 @@ from .study import BASELINE_ATTR, FAMILIES
 
 SEARCH = "search"
 Cost = Callable[[FrozenTrial], float]
+RETIMED = "latency_retimed"                  # study attribute: the latest re-timing (see search.retime)
+BASE_RETIMED = "base_latency_retimed_ms"     # study attribute: the base model's figure in it
+# What `complete_trials` adds to a re-timed trial's user attributes (in memory).
+RETIMED_MS, RETIMED_IQR_MS = "latency_retimed_ms", "latency_retimed_iqr_ms"
+RETIMED_ROUND, RETIMED_DEVICE = "latency_retimed_round", "latency_retimed_device"
 
 
 def latency_ms(trial: FrozenTrial) -> float:
-    """The latency a trial is judged by: its second objective (the median of its timing)."""
-    return trial.values[1]
+    """The latency a trial is judged by: re-timed when its architecture was (see the module docstring)."""
+    return trial.user_attrs.get(RETIMED_MS, trial.values[1])
+
+
+def base_latency_ms(study: optuna.Study) -> float | None:
+    """The base model's latency: re-timed when the study was, else measured in the groundwork."""
+    attrs = study.user_attrs
+    return attrs.get(BASE_RETIMED, attrs.get("base_latency_ms"))
+
+
+def with_retimed(trial: FrozenTrial, retimed: dict | None) -> FrozenTrial:
+    """`trial` (a copy) with its architecture's re-timed figure among its user attributes, when the
+    re-timing `retimed` has it; `trial` itself otherwise."""
+    figure = (retimed or {}).get("by_signature", {}).get(trial.user_attrs.get("compute_signature"))
+    if figure is None:
+        return trial
+    carrying = copy.copy(trial)
+    carrying.user_attrs = {**trial.user_attrs, RETIMED_MS: figure["median_ms"], RETIMED_IQR_MS: figure["iqr_ms"],
+                           RETIMED_ROUND: retimed["round"], RETIMED_DEVICE: retimed.get("device")}
+    return carrying
+
+
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's complete trials, each with its re-timed figure when there is one."""
+    retimed = study.user_attrs.get(RETIMED)
+    return [with_retimed(t, retimed) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
 def average_map(trial: FrozenTrial) -> float:
@@ -55,13 +88,16 @@ class TrialPoint:
     channel_ratios: dict[str, float]
     average_mAP: float
     latency_ms: float
+    latency_first_ms: float   # the trial's first measurement, its Optuna objective value
+    retimed: bool             # latency_ms is the study's latest re-timed figure
     macs: int
     kind: str  # a baseline family or "search"
 
 
 def _point(trial: FrozenTrial) -> TrialPoint:
     return TrialPoint(trial.number, trial.user_attrs.get("drops", []), trial.user_attrs.get("channel_ratios", {}),
-                      average_map(trial), latency_ms(trial), trial.user_attrs.get("macs", 0), family(trial))
+                      average_map(trial), latency_ms(trial), trial.values[1], RETIMED_MS in trial.user_attrs,
+                      trial.user_attrs.get("macs", 0), family(trial))
 
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -74,6 +110,23 @@ def front(trials: Sequence[FrozenTrial], cost: Cost = latency_ms) -> list[Frozen
     points = [(average_map(t), cost(t)) for t in trials]
     kept = [t for t, p in zip(trials, points) if not any(dominates(q, p) for q in points)]
     return sorted(kept, key=cost)
+
+
+def not_dominated_by(trials: Sequence[FrozenTrial], others: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that none of `others` dominates in (mAP, `latency_ms`)."""
+    points = [(average_map(o), latency_ms(o)) for o in others]
+    return [t for t in trials if not any(dominates(p, (average_map(t), latency_ms(t))) for p in points)]
+
+
+def latency_source(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dict:
+    """Which figures the latency axis holds: the re-timing they come from, which trials carry a
+    re-timed figure and which their first measurement."""
+    retimed = study.user_attrs.get(RETIMED)
+    source = {"retimed": [t.number for t in trials if RETIMED_MS in t.user_attrs],
+              "first_measurement": [t.number for t in trials if RETIMED_MS not in t.user_attrs]}
+    if retimed:
+        source["retiming"] = {k: v for k, v in retimed.items() if k != "by_signature"}
+    return source
 
 
 @dataclass(frozen=True)
@@ -89,13 +142,14 @@ class ReferencePoint:
 
 
 def reference_point(study: optuna.Study, settings: ParetoSettings | None = None) -> ReferencePoint:
-    """The base model's latency (or `settings.latency_ms`) and its mAP minus `settings.map_tolerance`;
-    `settings` default to what the study's launch stored."""
+    """The base model's latency (`base_latency_ms`: re-timed when the study was; or
+    `settings.latency_ms`) and its mAP minus `settings.map_tolerance`; `settings` default to what the
+    study's launch stored."""
     settings = settings or ParetoSettings.model_validate(study.user_attrs.get("pareto", {}))
     attrs = study.user_attrs
     if "base_map" not in attrs:
         raise ValueError(f"study {study.study_name!r} has no base model figures yet (its groundwork did not finish)")
-    latency = settings.latency_ms if settings.latency_ms is not None else attrs["base_latency_ms"]
+    latency = settings.latency_ms if settings.latency_ms is not None else base_latency_ms(study)
     where = f"{latency:.3f} ms" + ("" if settings.latency_ms is not None else " (the base model's latency)")
     return ReferencePoint(attrs["base_map"] - settings.map_tolerance, latency,
                           f"mAP {attrs['base_map']:.4f} - {settings.map_tolerance:g} (the base model's minus the "
@@ -121,6 +175,7 @@ class ParetoReport:
     reference: ReferencePoint
     hypervolume: dict[str, float]          # search, each family, "baselines" (their union), all
     undominated_by_baselines: list[int]    # search trials no baseline trial dominates
+    latency: dict                          # `latency_source`: re-timed or first figures
 
     def ratios(self) -> dict[str, float | None]:
         """The search's hypervolume over each family's and over their union's (None where that is 0)."""
@@ -133,11 +188,11 @@ class ParetoReport:
                 "families": {name: [asdict(p) for p in points] for name, points in self.families.items()},
                 "reference_point": self.reference.to_json(), "hypervolume": self.hypervolume,
                 "search_over_baseline": self.ratios(),
-                "search_trials_not_dominated_by_baselines": self.undominated_by_baselines}
+                "search_trials_not_dominated_by_baselines": self.undominated_by_baselines, "latency": self.latency}
 
 
 def pareto_report(study: optuna.Study, settings: ParetoSettings | None = None) -> ParetoReport:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = complete_trials(study)
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no complete trials yet")
     reference = reference_point(study, settings)
@@ -145,14 +200,20 @@ def pareto_report(study: optuna.Study, settings: ParetoSettings | None = None) -
     baselines = [t for t in complete if family(t) != SEARCH]
     volumes = {name: hypervolume(trials, reference) for name, trials in by_family.items()}
     volumes.update(baselines=hypervolume(baselines, reference), all=hypervolume(complete, reference))
-    points = {t.number: (average_map(t), latency_ms(t)) for t in complete}
-    undominated = [t.number for t in by_family[SEARCH]
-                   if not any(dominates(points[b.number], points[t.number]) for b in baselines)]
+    undominated = [t.number for t in not_dominated_by(by_family[SEARCH], baselines)]
     return ParetoReport(
         front=[_point(t) for t in front(complete)],
         families={name: [_point(t) for t in sorted(by_family[name], key=lambda t: len(t.user_attrs.get("drops", [])))]
                   for name in FAMILIES},
-        reference=reference, hypervolume=volumes, undominated_by_baselines=undominated)
+        reference=reference, hypervolume=volumes, undominated_by_baselines=undominated,
+        latency=latency_source(study, complete))
+
+
+def latency_axis_label(report: ParetoReport) -> str:
+    retiming = report.latency.get("retiming")
+    if retiming is None:
+        return "latency (ms, median, first measurement)"
+    return f"latency (ms, median, re-timed together: round {retiming['round']})"
 
 
 _FAMILY_STYLE = {FAMILIES[0]: ("red", "s", "greedy PBD chain"),  # colours both matplotlib and plotly know
@@ -164,21 +225,26 @@ def plot_png(study: optuna.Study, report: ParetoReport, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = complete_trials(study)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([latency_ms(t) for t in complete], [100 * average_map(t) for t in complete], s=18, color="0.6",
-               label="trials")
+    for retimed, style in ((True, {"color": "0.6"}), (False, {"facecolors": "none", "edgecolors": "0.6"})):
+        trials = [t for t in complete if (RETIMED_MS in t.user_attrs) == retimed]
+        if trials:
+            label = "trials" if not report.latency.get("retiming") else (
+                "trials, re-timed" if retimed else "trials, first measurement")
+            ax.scatter([latency_ms(t) for t in trials], [100 * average_map(t) for t in trials], s=18, label=label,
+                       **style)
     ax.step([p.latency_ms for p in report.front], [100 * p.average_mAP for p in report.front], where="post",
             color="tab:blue", marker="o", label="Pareto front")
     for name, points in report.families.items():
         color, marker, label = _FAMILY_STYLE[name]
         ax.scatter([p.latency_ms for p in points], [100 * p.average_mAP for p in points], color=color, marker=marker,
                    label=label)
-    ax.scatter([study.user_attrs["base_latency_ms"]], [100 * study.user_attrs["base_map"]], marker="*", s=150,
+    ax.scatter([base_latency_ms(study)], [100 * study.user_attrs["base_map"]], marker="*", s=150,
                color="black", label="base model")
     ax.axhline(100 * report.reference.average_mAP, color="0.4", linewidth=0.8, linestyle=":")
     ax.axvline(report.reference.cost, color="0.4", linewidth=0.8, linestyle=":", label="reference point")
-    ax.set_xlabel("latency (ms, median)")
+    ax.set_xlabel(latency_axis_label(report))
     ax.set_ylabel("average mAP (%)")
     ratio = report.ratios()["baselines"]
     ax.set_title(f"{study.study_name}: HV search / baselines " + (f"{ratio:.3f}" if ratio is not None else "n/a"))
@@ -190,12 +256,25 @@ def plot_png(study: optuna.Study, report: ParetoReport, path) -> None:
 
 
 def plot_html(study: optuna.Study, report: ParetoReport, path) -> None:
-    """Optuna's interactive Pareto-front plot with the baseline families drawn over it."""
+    """The same as `plot_png`, interactive (plotly): each trial's number, schedule and both
+    latency figures on hover."""
     import plotly.graph_objects as go
 
-    figure = optuna.visualization.plot_pareto_front(study, target_names=["average mAP", "latency (ms)"])
+    complete = complete_trials(study)
+    hover = [f"trial {t.number}<br>drops {t.user_attrs.get('drops', [])}<br>channels {t.user_attrs.get('channel_ratios', {})}"
+             f"<br>{'re-timed' if RETIMED_MS in t.user_attrs else 'first measurement'} {latency_ms(t):.2f} ms"
+             f"<br>first measurement {t.values[1]:.2f} ms" for t in complete]
+    figure = go.Figure([
+        go.Scatter(x=[latency_ms(t) for t in complete], y=[average_map(t) for t in complete], mode="markers",
+                   name="trials", marker={"color": "grey"}, hovertext=hover),
+        go.Scatter(x=[p.latency_ms for p in report.front], y=[p.average_mAP for p in report.front],
+                   mode="lines+markers", line={"shape": "hv", "color": "blue"}, name="Pareto front"),
+    ])
     for name, points in report.families.items():
         color, _, label = _FAMILY_STYLE[name]
-        figure.add_trace(go.Scatter(x=[p.average_mAP for p in points], y=[p.latency_ms for p in points],
+        figure.add_trace(go.Scatter(x=[p.latency_ms for p in points], y=[p.average_mAP for p in points],
                                     mode="markers", name=label, marker={"color": color}))
+    figure.add_trace(go.Scatter(x=[base_latency_ms(study)], y=[study.user_attrs["base_map"]], mode="markers",
+                                name="base model", marker={"symbol": "star", "size": 14, "color": "black"}))
+    figure.update_layout(title=study.study_name, xaxis_title=latency_axis_label(report), yaxis_title="average mAP")
     figure.write_html(str(path), include_plotlyjs=True)

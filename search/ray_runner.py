@@ -22,6 +22,7 @@ from .lifecycle import StudyDriver, attempt
 from .objective import LATENCY, MAP, TrialOutcome, TrialRunner, Work
 from .spec import StudySpec
 from .study import Groundwork, groundwork_steps, prepare_runner, run_groundwork
+from .timing import LocalTiming, RayTiming, TimingService, actor_resources, timing_actor
 
 # In a Tune trial's config beside the Optuna parameters: the Optuna trial, the rung to run, what
 # stops it before alignment. One Tune trial runs one piece of work (`search.objective.Work`).
@@ -120,10 +121,53 @@ def connect(spec: StudySpec, quiet: bool = False, timeout_s: float = 10) -> None
     if quiet:
         os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")  # a dead worker's error is in the trial's reason
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR if quiet else logging.WARNING)
+        init_ray(address=address, logging_level=logging.ERROR if quiet else logging.WARNING)
     except ConnectionError as error:
         raise RayConnectionError(f"Ray address {address}: {error}") from None
+
+
+def init_ray(**options: Any) -> None:
+    """`ray.init` as tadprune starts Ray. Ray starts its workers at niceness 15, so on a shared
+    node any ordinary process pre-empts the timing actor and inflates every latency: the workers
+    of a local Ray keep the driver's priority (a cluster started with `ray start` takes the same
+    `RAY_worker_niceness=0` there)."""
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(include_dashboard=False, log_to_driver=False, **options)
+
+
+class TimingTargetError(ValueError):
+    """`latency.target` names what no node of the Ray cluster has; the message lists what they offer."""
+
+
+def check_timing_target(spec: StudySpec) -> None:
+    """Refuse a `latency.target` that no node of the Ray cluster has (a GPU type, a node address, a
+    resource), naming what the nodes offer; run before anything is written."""
+    target = spec.latency.target
+    if target == "local":
+        return
+    wanted = {**actor_resources(spec), **({"GPU": target.gpu} if target.gpu else {})}
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    if any(all(node["Resources"].get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
+        return
+    offered = "; ".join(f"{node['NodeManagerAddress']}: " + ", ".join(
+        f"{name} {amount:g}" for name, amount in sorted(node["Resources"].items())
+        if not name.startswith(("node:__internal", "object_store", "memory"))) for node in nodes)
+    raise TimingTargetError(f"latency.target: no node of the Ray cluster has {wanted}, which the timing actor asks "
+                            f"for. The nodes offer: {offered}")
+
+
+def start_timing_service(spec: StudySpec, say: Callable[[str], None], wait_s: float = 10) -> TimingService:
+    """The study's timing actor (`search.timing`), found or started on `latency.target`, once it
+    is up; a target whose resources trials hold right now (a GPU share) is waited for. Under
+    `latency.target: local`, timing in this process."""
+    if spec.latency.target == "local":
+        return LocalTiming.for_study(spec)
+    timing = RayTiming(spec, timing_actor(spec))
+    where = timing.actor.where.remote()
+    if not ray.wait([where], timeout=wait_s)[0]:
+        say(f"waiting for the timing actor's resources ({actor_resources(spec)}, GPU {spec.latency.target.gpu:g})")
+    say(f"timing service: {ray.get(where)}")
+    return timing
 
 
 def remote_groundwork(spec: StudySpec, needed: dict[str, bool], say: Callable[[str], None]) -> Groundwork:

@@ -2,11 +2,12 @@
 latency settings, the sampler, the budget, the runner and where results are stored."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pruning.alignment import AlignmentConfig
 from pruning.selection import SelectionConfig
@@ -39,12 +40,51 @@ class SearchSpace(BaseModel):
         return self
 
 
+class TimingTarget(BaseModel):
+    """Where, under Ray, the study's one timing actor runs (`search.timing`): every latency of the
+    study is measured there, so one device fills the latency axis however mixed the cluster is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str | None = Field(default=None, description="IP address of the node whose device times (Ray's node:<ip> resource)")
+    resources: dict[str, float] = Field(default_factory=dict, description="Ray resources the actor asks for, e.g. "
+                                        "{'accelerator_type:H100': 0.001} for a node with an H100")
+    gpu: float = Field(default=0, ge=0, le=1, description="share of one GPU the actor holds; above 0 to time on a GPU: "
+                       "Ray then gives the actor that GPU (1: a GPU of its own, on which no trial trains)")
+
+    @field_validator("node")
+    @classmethod
+    def _an_address(cls, node: str | None) -> str | None:
+        if node is not None:
+            try:
+                ipaddress.ip_address(node)
+            except ValueError:
+                raise ValueError(f"{node!r} is not an IP address; give the node's address as `ray status` or "
+                                 "`ray list nodes` shows it") from None
+        return node
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, resources: dict[str, float]) -> dict[str, float]:
+        for name, amount in resources.items():
+            if name in ("CPU", "GPU") or name.startswith("node:"):
+                raise ValueError(f"{name!r}: give a node as `node` and a GPU share as `gpu`, not as resources")
+            if not amount > 0:
+                raise ValueError(f"{name!r}: {amount}; an amount above 0 is expected (e.g. 0.001)")
+        return resources
+
+
 class LatencySettings(TimingConfig):
     """Where and on what a study times its trials, and how (dtype, compile, batch, repeats: `TimingConfig`)."""
 
-    device: str = "auto"
+    device: str = Field(default="auto", description="cpu, cuda or auto (under a Ray timing actor: cuda when "
+                        "target.gpu is above 0, else cpu; elsewhere cuda when there is one)")
     positions: int | None = Field(default=None, ge=1, description="grid positions of the timed input; None: data.max_seq_len")
     threads: int | None = Field(default=None, ge=1, description="CPU threads while timing")
+    target: Literal["local"] | TimingTarget = Field(
+        default_factory=TimingTarget, description="under Ray, where the study's timing actor runs; `local`: each "
+        "trial times on its own worker (devices of a mixed cluster then mix on one axis). The local runner times "
+        "in its own process whatever this says")
 
 
 class Resources(BaseModel):
@@ -163,6 +203,24 @@ class StudySpec(ExperimentSpec):
         if self.fidelity is not None and self.fidelity.rungs[-1].epochs >= self.alignment.epochs:
             raise ValueError(f"fidelity.rungs: a lower rung's epochs ({self.fidelity.rungs[-1].epochs}) must be below "
                              f"the full alignment's (alignment.epochs {self.alignment.epochs})")
+        return self
+
+    @model_validator(mode="after")
+    def _timing_actor_device(self) -> "StudySpec":
+        """Under Ray the timing actor has a GPU only when it asks Ray for one (`target.gpu`)."""
+        target, device = self.latency.target, self.latency.device
+        if self.runner.kind != "ray" or target == "local":
+            return self
+        if device.startswith("cuda") and target.gpu == 0:
+            raise ValueError(f"latency.device is {device}, but latency.target.gpu is 0: the timing actor gets a GPU "
+                             "only by asking Ray for one; give latency.target.gpu (1: a GPU of its own, e.g. 0.01: "
+                             "one it shares with trials, which it waits for)")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"latency.device: {device!r}; under a Ray timing actor give cpu, cuda or auto "
+                             "(the actor's GPU is the one Ray gives it)")
+        if device == "cpu" and target.gpu > 0:
+            raise ValueError(f"latency.target.gpu is {target.gpu}, but latency.device is cpu: the actor would hold "
+                             "a GPU share it does not time on")
         return self
 
     @property

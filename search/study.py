@@ -191,12 +191,15 @@ def groundwork_steps(runner: TrialRunner, needed: dict[str, bool]) -> Iterator[s
     work = Groundwork()
     if needed["base"]:
         yield "base model: timing it and computing its mAP"
-        work.base_latency_ms = runner.latency(runner.base)[0]["median_ms"]
-        work.base_map = runner.experiment.evaluate(runner.base, profile=False)["average_mAP"]
+        work.base_latency_ms = runner.latency(runner.base).record["median_ms"]
+        with runner.computing():
+            work.base_map = runner.experiment.evaluate(runner.base, profile=False)["average_mAP"]
         yield f"base model: mAP {100 * work.base_map:.2f}, latency {work.base_latency_ms:.2f} ms"
     if needed["chain"]:
         work.chain, work.selection_scores = [], []
-        work.chain_compute = yield from _greedy_chain(runner, work.chain, work.selection_scores)
+        # Computing as a trial does: no timing of these devices on this host meanwhile.
+        with runner.computing():
+            work.chain_compute = yield from _greedy_chain(runner, work.chain, work.selection_scores)
     yield work
 
 

@@ -20,7 +20,9 @@ def ray_cluster():
     of a small Ray test's time); `search.ray_runner.connect` finds it running."""
     import ray
 
+    from search.ray_runner import init_ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        init_ray(num_cpus=2)
     yield
     ray.shutdown()

@@ -167,6 +167,9 @@ def test_unknown_subset_lists_the_subsets(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError) as error:
         load_annotations(path).subset("training")
     assert_names(error, str(path), "'training'", "['test', 'validation']")
+    # ActionFormer compares subset names case-insensitively (its THUMOS14 file says "Validation").
+    annotations = load_annotations(path)
+    assert [v.video_id for v in annotations.subset("Validation")] == [v.video_id for v in annotations.subset("validation")]
 
 
 # Each case writes a bad array for a video of 4 s at 8 fps (32 frames).

@@ -208,6 +208,8 @@ def test_files_and_subset_filter(tmp_path):
     # A: hits 0 (t2), 1 (t1) -> AP = 1/2; B: AP = 1; C is not a test class. mAP = 3/4.
     assert result.per_class == {"A": (0.5,), "B": (1.0,)}
     assert result.per_tiou == (0.75,)
+    # Subset names are compared as ActionFormer compares them, case-insensitively ("Test" in its THUMOS14 file).
+    assert evaluate_files(gt, pred, subset="Test", tious=(0.5,)) == result
     # Without the filter the validation FP ranks first for A, and class C has no predictions:
     # A: hits 0,0,1 -> recall 1/2 at precision 1/3 -> AP 1/6; B: 1; C: 0.
     assert evaluate_files(gt, pred, tious=(0.5,)).per_class == {"A": (1 / 6,), "B": (1.0,), "C": (0.0,)}

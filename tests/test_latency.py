@@ -1,16 +1,18 @@
 """Latency measurement: adaptive interleaved rounds, per-round speed-ups that cancel load both
 variants share, deployment settings (dtype, batch, compile), and the study's latency cache key."""
+import os
+import socket
 import time
 
 import pytest
 import torch
 from torch import nn
 
-from search.objective import TrialRunner
-from search.spec import load_study_spec
+from search.spec import TimingTarget, load_study_spec
+from search.timing import LocalTiming, signature_of
 from tadmodels.models import ModelConfig, TADModel
 from tadmodels.profile import TimingConfig, deploy, first_call, measure_latencies, model_latency
-from tadmodels.spec import EvalConfig
+from tadmodels.spec import EvalConfig, load_spec
 
 CPU = torch.device("cpu")
 
@@ -117,16 +119,26 @@ def test_compile_runs_the_compiled_copy():
     assert measure_latencies({"m": lambda: compiled(x)}, CPU, [2, 8], config)["m"].compile
 
 
-def test_a_study_caches_latency_per_dtype_and_batch(tiny_setting, tmp_path):
-    spec = load_study_spec(tiny_setting).model_copy(update={"artifacts": tmp_path})
-    runner = TrialRunner(spec)
-    first, hit = runner.latency(runner.base)
-    again, hit_again = runner.latency(runner.base)
-    assert not hit and hit_again and again == first
-    assert (first["dtype"], first["input_shape"][0], first["compile"]) == ("float32", 1, False)
-    runner.spec = spec.model_copy(update={"latency": spec.latency.model_copy(update={"dtype": "bfloat16"})})
-    half, hit = runner.latency(runner.base)
-    assert not hit and half["dtype"] == "bfloat16"
-    runner.spec = spec.model_copy(update={"latency": spec.latency.model_copy(update={"batch": 2})})
-    batched, hit = runner.latency(runner.base)
-    assert not hit and batched["input_shape"][0] == 2
+def test_a_study_caches_latency_per_target_dtype_and_batch(tiny_setting, tmp_path):
+    spec = load_study_spec(tiny_setting)
+    architecture = load_spec(spec.base_model / "config.yaml").model
+    signature = signature_of(architecture)
+
+    def timing(**changes):
+        return LocalTiming(spec.latency.model_copy(update=changes), 64, tmp_path)
+
+    first = timing().latency(architecture, signature)
+    again = timing().latency(architecture, signature)
+    assert not first.cache_hit and again.cache_hit and again.record == first.record
+    assert first.record["timed_by"] == f"{socket.gethostname()} pid {os.getpid()}"
+    assert (first.record["dtype"], first.record["input_shape"][0], first.record["compile"]) == ("float32", 1, False)
+    # Each of these is another figure: another place to time, another dtype, another batch.
+    elsewhere = timing(target=TimingTarget(node="10.0.0.7")).latency(architecture, signature)
+    half = timing(dtype="bfloat16").latency(architecture, signature)
+    batched = timing(batch=2).latency(architecture, signature)
+    assert not (elsewhere.cache_hit or half.cache_hit or batched.cache_hit)
+    assert half.record["dtype"] == "bfloat16" and batched.record["input_shape"][0] == 2
+    assert len(list((tmp_path / "latency").glob("*.json"))) == 4
+    # An architecture that does not build the model it claims to be is refused, not timed.
+    with pytest.raises(ValueError, match="does not describe the model"):
+        timing(batch=3).latency(architecture, "another signature")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tadmodels.checkpoints import run_import
 from tadmodels.checkpoints.actionformer import load_release_config, release_detector_config
 from tadmodels.checkpoints.files import CheckpointError
 from tadmodels.data import generate
+from tadmodels.data.formats import load_annotations, write_annotations
 from tadmodels.models.actionformer import ActionFormer
 from tadmodels.training import load_model
 
@@ -272,3 +274,120 @@ def test_imported_end_to_end_model_profiles_from_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert figures["macs"] > 0 and figures["params"] == sum(p.numel() for p in load_model(directory)[0].parameters())
+
+
+# The data section of an OpenTAD import: its test windows, and end to end the videos it decodes.
+FIXTURE_CLASSES = (OPENTAD / "category_idx.txt").read_text().split()
+
+
+def opentad_config_variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """The fixture config `name` with `old` replaced by `new`, beside a copy of its base."""
+    text = (OPENTAD / f"{name}.py").read_text()
+    assert old in text
+    (tmp_path / "base_model.py").write_text((OPENTAD / "base_model.py").read_text())
+    path = tmp_path / f"{name}_variant.py"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def write_fixture_annotations(root: Path, videos: list, inputs: str, fps: dict[str, float] | None = None) -> Path:
+    """A dataset root with the videos labelled with the fixtures' three classes (the demo's four folded
+    onto them), the fps of some changed, and an `inputs` directory."""
+    records = [replace(v, labels=v.labels % len(FIXTURE_CLASSES), fps=(fps or {}).get(v.video_id, v.fps)) for v in videos]
+    (root / inputs).mkdir(parents=True, exist_ok=True)
+    write_annotations(root / "annotations.json", records, FIXTURE_CLASSES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo_videos(tmp_path_factory) -> Path:
+    """Two demo videos per subset as H.264 files at 8 fps, 32 px."""
+    root = generate("demo-videos", tmp_path_factory.mktemp("demo") / "data", max_videos=2)
+    return write_fixture_annotations(root, list(load_annotations(root / "annotations.json").videos.values()), "videos")
+
+
+@pytest.mark.parametrize("old, new, window", [
+    ("", "", (64, 0.5)),
+    ("window_overlap_ratio=0.5,", "", (64, 0.25)),  # SlidingWindowDataset's default overlap
+    ('type="ThumosSlidingDataset"', 'type="ThumosPaddingDataset"', (None, 0.5)),  # whole videos
+])
+def test_opentad_import_tests_in_the_config_windows(tmp_path, old, new, window):
+    weights, _, _ = opentad_case("features")
+    config = opentad_config_variant(tmp_path, "features", old, new)
+    directory = import_opentad(tmp_path, "features", weights, config=config)
+    _, spec = load_model(directory)
+    assert (spec.data.inference_window, spec.data.inference_overlap) == window
+    assert (spec.data.kind, spec.data.feature_stride, spec.data.fps) == ("features", 4, None)
+    with pytest.raises(CheckpointError, match="--fps 30: a frame rate to decode videos at, and this model reads features"):
+        import_opentad(tmp_path, "features", weights, config=config, fps=30)
+    notes = json.loads((directory / "import_report.json").read_text())["notes"]
+    assert any(n.startswith("test windows of 64 positions") for n in notes) == (window[0] is not None)
+
+
+def test_opentad_end_to_end_import_decodes_the_videos_as_its_test_pipeline(tmp_path, demo_videos):
+    weights, _, _ = opentad_case("student_e2e")
+    directory = import_opentad(tmp_path, "student_e2e", weights, data_root=demo_videos)
+    _, spec = load_model(directory)
+    # Every 4th frame (snippet stride 4) of the 8 fps videos; Resize(-1, 24) and CenterCrop(24);
+    # windows of 32 snippets, one grid position per frame (384 ViT steps interpolated to 768 in PBD's).
+    data = spec.data
+    assert (data.kind, data.root, data.inputs_path, data.fps) == ("videos", demo_videos, demo_videos / "videos", 2.0)
+    assert (data.video.short_side, data.video.crop, data.inference_window, data.inference_overlap) == (24, 24, 32, 0.5)
+    assert data.labels == FIXTURE_CLASSES and (data.train_subset, data.test_subset) == ("training", "validation")
+    notes = json.loads((directory / "import_report.json").read_text())["notes"]
+    assert not any("then runs NMS" in note for note in notes) and any("frame i x 4" in note for note in notes)
+    result = CliRunner().invoke(app, ["predict", "--model", str(directory), "--data", str(demo_videos), "--subset", "test",
+                                      "--out", str(tmp_path / "pred.json"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "pred.json").read_text())["results"]
+    videos = load_annotations(demo_videos / "annotations.json").subset("test")
+    assert sorted(results) == sorted(v.video_id for v in videos) and all(results.values())
+    # The longer video (22.25 s: 45 positions) runs in two windows; detections lie inside their video.
+    assert all(0 <= d["segment"][0] <= d["segment"][1] <= v.duration for v in videos for d in results[v.video_id])
+
+
+def test_opentad_end_to_end_import_reads_frames_where_the_root_has_no_videos(tmp_path, demo_videos):
+    weights, _, _ = opentad_case("student_e2e")
+    videos = list(load_annotations(demo_videos / "annotations.json").videos.values())
+    root = write_fixture_annotations(tmp_path / "data", videos, "frames")
+    _, spec = load_model(import_opentad(tmp_path, "student_e2e", weights, data_root=root))
+    assert (spec.data.kind, spec.data.fps, spec.data.video, spec.data.inference_window) == ("frames", 2.0, None, 32)
+    # Without a dataset the config's paths are not there: frames, and no frame rate to read.
+    (tmp_path / "bare").mkdir()
+    _, spec = load_model(import_opentad(tmp_path / "bare", "student_e2e", weights))
+    assert (spec.data.kind, spec.data.fps, spec.data.inputs_dir) == ("frames", None, "data/thumos-14/raw_data/video")
+
+
+def test_opentad_import_refuses_videos_of_several_frame_rates_unless_given_one(tmp_path, demo_videos):
+    weights, _, _ = opentad_case("student_e2e")
+    videos = list(load_annotations(demo_videos / "annotations.json").videos.values())
+    root = write_fixture_annotations(tmp_path / "data", videos, "videos", fps={videos[0].video_id: 16.0})
+    source = write_opentad_checkpoint(tmp_path / "e2e.pth", weights, ema=True)
+    command = ["import", "opentad", str(source), "--config", str(OPENTAD / "student_e2e.py"), "--class-map",
+               str(OPENTAD / "category_idx.txt"), "--data-root", str(root), "--out", str(tmp_path / "model")]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2 and "fps are 8, 16" in result.output and "give --fps" in result.output, result.output
+    assert not (tmp_path / "model").exists()
+    result = CliRunner().invoke(app, [*command, "--fps", "30"])
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "model")[1].data.fps == 7.5
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ('dict(type="mmaction.CenterCrop", crop_size=24),',
+     'dict(type="mmaction.CenterCrop", crop_size=24), dict(type="mmaction.Flip", flip_ratio=0.5),',
+     r"pipeline\[2\] .*mmaction.Flip.*: a step tadprune's video decoding does not have"),
+    ('dict(type="mmaction.Resize", scale=(-1, 24)),', 'dict(type="mmaction.Resize", scale=(24, 24), keep_ratio=False),',
+     r"pipeline\[0\] .*keep_ratio.*: tadprune resizes once, bilinearly, the short side"),
+    ('dict(type="mmaction.Resize", scale=(-1, 24)),',
+     'dict(type="LoadFrames", method="resize"), dict(type="mmaction.Resize", scale=(-1, 24)),',
+     r"pipeline\[0\] .*LoadFrames.*every snippet_stride-th frame"),
+    ('dict(type="mmaction.CenterCrop", crop_size=24),', "", "no mmaction.Resize of the short side followed by mmaction.CenterCrop"),
+    ("window_size=window_size,", "", r"window_size -1: ThumosSlidingDataset needs a positive number of snippets"),
+])
+def test_opentad_import_refuses_test_settings_it_cannot_express(tmp_path, demo_videos, old, new, message):
+    weights, _, _ = opentad_case("student_e2e")
+    config = opentad_config_variant(tmp_path, "student_e2e", old, new)
+    with pytest.raises(CheckpointError, match=message):
+        import_opentad(tmp_path, "student_e2e", weights, config=config, data_root=demo_videos, img_size=24)
+    assert not (tmp_path / "student_e2e").exists()

@@ -61,6 +61,7 @@ def print_status(study) -> None:
     from rich.table import Table
 
     from search.lifecycle import PRUNE_REASON
+    from search.pareto import BASE_RETIMED
 
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
@@ -69,12 +70,17 @@ def print_status(study) -> None:
     console.print(table)
     attrs = study.user_attrs
     if "base_map" in attrs:
-        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms")
+        retimed = f" (re-timed: {attrs[BASE_RETIMED]:.2f} ms)" if BASE_RETIMED in attrs else ""
+        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms{retimed}")
     if "greedy_chain" in attrs:
         console.print(f"greedy chain: {' > '.join(attrs['greedy_chain'])}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if complete:
-        console.print(f"Pareto front: {len(study.best_trials)} trials; best mAP {100 * max(t.values[0] for t in complete):.2f}")
+        from search.pareto import complete_trials, front
+
+        console.print(f"Pareto front: {len(front(complete_trials(study)))} trials; "
+                      f"best mAP {100 * max(t.values[0] for t in complete):.2f}")
+        console.print(retiming_line(study), highlight=False)
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     if pruned:
         where = Counter(_pruned_where(t.user_attrs) for t in pruned)
@@ -110,6 +116,18 @@ def _rung_values(attrs: dict) -> str:
                              f"{r['latency_ms']:.2f} ms" for r in rungs) + "]") if rungs else ""
 
 
+def retiming_line(study) -> str:
+    """Which latency figures the front and export use."""
+    from search.pareto import RETIMED
+
+    retiming = study.user_attrs.get(RETIMED)
+    if retiming is None:
+        return "latency: first measurements (the study has not been re-timed; `study pareto --retime` does it)"
+    return (f"latency: re-timed together in round {retiming['round']} ({retiming['at']}): {retiming['architectures']} "
+            f"architectures on {retiming['device']}, {retiming['repeats']} rounds ({retiming['stopped_by']}), "
+            f"load average {retiming['load_avg_1m']:.1f}; trials of other architectures carry their first measurement")
+
+
 @app.command("status")
 def study_status(storage: StorageOption, study: StudyOption) -> None:
     """Counts of trials by state, the base model, the greedy chain, the front's size."""
@@ -127,15 +145,26 @@ def study_pareto(
     ref_latency_ms: Annotated[Optional[float], typer.Option(
         min=0, help="reference point's latency (default: the spec's pareto.latency_ms, else the base model's)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    retime: Annotated[bool, typer.Option(
+        help="first time the base model, the greedy chain and the front again, together, and store the figures")] = False,
+    runner: Annotated[str, typer.Option(help="with --retime: local (in this process) or ray (the study's timing "
+                                             "actor on latency.target)")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="with --retime --runner ray: the Ray cluster's address "
+                                                        "(else RAY_ADDRESS, else a local Ray)")] = None,
 ) -> None:
     """The Pareto front as a table; the hypervolume of the search's front, of each baseline family's
     (the greedy chain; the chain followed by channel pruning) and of their union, within the
-    reference point; PNG (matplotlib) and HTML (plotly) plots with the families drawn."""
+    reference point; PNG (matplotlib) and HTML (plotly) plots with the families drawn. Latency is the
+    study's re-timed figure where there is one (see `--retime`), else the first measurement."""
     from search.pareto import pareto_report, plot_html, plot_png
     from search.spec import ParetoSettings
 
+    if not retime and (runner != "local" or address is not None):
+        raise typer.BadParameter("goes with --retime only", param_hint="--runner / --address")
     with user_input_errors():
         handle = open_existing_study(storage, study)
+        if retime:
+            retime_now(handle, storage, runner, address, quiet=as_json)
         stored = ParetoSettings.model_validate(handle.user_attrs.get("pareto", {}))
         settings = stored.model_copy(update={k: v for k, v in {"map_tolerance": map_tolerance,
                                                                "latency_ms": ref_latency_ms}.items() if v is not None})
@@ -155,13 +184,17 @@ def study_pareto(
 
     names = [name for point in report.front for name in [*point.drops, *point.channel_ratios] if name != "*"]
     common = dotted_common_prefix(names)
-    table = Table("trial", "drops", "channel ratios", "mAP", "latency ms", "GMACs", "kind",
-                  caption=f"blocks named without their common prefix {common!r}" if common else None)
+    captions = ["ms: re-timed where `first ms`, the trial's first measurement, is given"]
+    if common:
+        captions.append(f"blocks named without their common prefix {common!r}")
+    table = Table("trial", "drops", "channel ratios", "mAP", "ms", "first ms", "GMACs", "kind", caption="; ".join(captions))
     for point in report.front:
         ratios = ", ".join(f"{k.removeprefix(common)}={v}" for k, v in point.channel_ratios.items()) or "-"
         table.add_row(str(point.trial), " > ".join(d.removeprefix(common) for d in point.drops) or "-", ratios,
-                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}", f"{point.macs / 1e9:.3f}", point.kind)
+                      f"{100 * point.average_mAP:.2f}", f"{point.latency_ms:.2f}",
+                      f"{point.latency_first_ms:.2f}" if point.retimed else "-", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
+    console.print(retiming_line(handle), highlight=False)
     console.print(f"reference point: {report.reference.how}", highlight=False)
     volumes, ratios = report.hypervolume, report.ratios()
     console.print("hypervolume (mAP x ms): " + ", ".join(f"{name} {value:.5g}" for name, value in volumes.items()),
@@ -171,6 +204,26 @@ def study_pareto(
         for name, ratio in ratios.items()), highlight=False)
     console.print(f"search trials no baseline trial dominates: {report.undominated_by_baselines or 'none'}")
     console.print(f"plots: {png}, {html}")
+
+
+def retime_now(study, storage: str, runner: str, address: str | None, quiet: bool) -> None:
+    """`--retime`: time the study again on the timing service `runner` names (`search.retime`)."""
+    from rich.markup import escape
+
+    from search.retime import retime_study, stored_spec
+    from search.timing import LocalTiming
+
+    spec = stored_spec(study, storage).with_overrides(runner=runner, address=address)
+    say = (lambda line: None) if quiet else (lambda line: console.print(escape(line), highlight=False))
+    if spec.runner.kind == "ray":
+        from search.ray_runner import check_timing_target, connect, start_timing_service
+
+        connect(spec, quiet=True)
+        check_timing_target(spec)
+        timing = start_timing_service(spec, say)
+    else:
+        timing = LocalTiming.for_study(spec)
+    retime_study(study, spec, timing, say)
 
 
 def dotted_common_prefix(names: list[str]) -> str:
@@ -190,12 +243,13 @@ def study_export(
     min_map: Annotated[Optional[float], typer.Option(help="fastest schedule with at least this mAP (fraction)")] = None,
 ) -> None:
     """Write the best schedule under the budget (and its checkpoint, when the study stored one)."""
-    from search.export import best_under_budget, export_schedule
-    from search.pareto import average_map, latency_ms
+    from search.export import best_under_budget, export_schedule, latency_results
 
     with user_input_errors():
         handle = open_existing_study(storage, study)
         trial = best_under_budget(handle, max_latency_ms, min_map)
         model_dir = export_schedule(handle, trial, out)
-    console.print(f"trial {trial.number}: mAP {100 * average_map(trial):.2f}, latency {latency_ms(trial):.2f} ms, "
-                  f"drops {trial.user_attrs.get('drops')} -> {out}" + (f", checkpoint {model_dir}" if model_dir else ""))
+    latency = latency_results(trial)
+    console.print(f"trial {trial.number}: mAP {100 * trial.values[0]:.2f}, latency {latency['latency_ms']:.2f} ms "
+                  f"({latency['latency_source']}), drops {trial.user_attrs.get('drops')} -> {out}"
+                  + (f", checkpoint {model_dir}" if model_dir else ""), highlight=False)

@@ -26,6 +26,10 @@ Where the computation differs from the release's, the imported config says so: O
 backbone's features are averaged over space per tubelet step and, in PBD's configs, interpolated
 linearly from 384 to 768 positions per 768-frame window (`feature_upsample`). `pad_data` pads the
 detector's input to `max_seq_len` (768) as the release does (`pad_min_length`, `pad_multiple`).
+
+The data section runs as OpenTAD tests: a `SlidingWindowDataset` test set gives the inference
+windows; end to end, videos are decoded at the annotations' frame rate over the snippet stride, resized
+and cropped as the test pipeline says (a step tadprune cannot do is refused), or frames are read.
 """
 from __future__ import annotations
 
@@ -36,11 +40,12 @@ from typing import Any
 from pydantic import ValidationError
 from torch import Tensor
 
-from ..data.config import DataConfig
-from ..data.formats import load_annotations
+from ..data.config import DataConfig, VideoDecoding
+from ..data.formats import DataFormatError, load_annotations
+from ..data.video import VIDEO_EXTENSIONS
 from ..models import DetectorConfig, ModelConfig
 from ..models.tad_model import PIXEL_MEAN, PIXEL_STD
-from ..spec import EvalConfig, ExperimentSpec, TrainConfig
+from ..spec import EvalConfig, ExperimentSpec, TrainConfig, validation_problems
 from .actionformer import max_div_factor
 from .configs import read_config
 from .files import CheckpointError, file_digest, name_list, read_weights
@@ -63,6 +68,14 @@ PRE_PIPELINE = ({"type": "Rearrange", "keys": ["frames"], "ops": "b n c (t1 t) h
 POST_PIPELINE = ({"type": "Reduce", "keys": ["feats"], "ops": "b n c t h w -> b c t", "reduction": "mean"},
                  {"type": "Rearrange", "keys": ["feats"], "ops": "(b t1) c t -> b c (t1 t)"})
 OPENTAD_NORM_EPS = 1e-6  # ConvModule's and FPNIdentity's nn.LayerNorm(eps=1e-6)
+# Test datasets that are OpenTAD's SlidingWindowDataset (its test engine then merges windows per
+# video), and that class's default overlap; window_size has no usable default (-1).
+SLIDING_DATASETS = ("SlidingWindowDataset", "ThumosSlidingDataset", "AnetSlidingDataset", "Ego4DSlidingDataset",
+                    "EpicKitchensSlidingDataset")
+SLIDING_OVERLAP = 0.25
+# End-to-end test pipeline steps with nothing for tadprune to copy: decord reads the file (PyAV here),
+# the last ones lay the frames out as tensors.
+PASSIVE_STEPS = ("mmaction.DecordInit", "mmaction.DecordDecode", "ConvertToTensor", "Collect")
 
 _RESHAPED = "renamed; LayerNorm [C] -> [1, C, 1]"
 DETECTOR_RULES: tuple[Rule, ...] = (
@@ -313,35 +326,137 @@ def _test_crop(config: dict[str, Any]) -> int:
 
 def _data_config(config: dict[str, Any], model: ModelConfig, options: OpenTADImportOptions,
                  report: ImportReport) -> DataConfig:
-    """The dataset section: subsets, training window and labels from the config, the grid from the model."""
+    """The dataset section: subsets, training and test windows and labels from the config; the grid
+    from the model; end to end, the frame rate and decoding from the annotations and test pipeline."""
     train, test = config.get("dataset", {}).get("train", {}), config.get("dataset", {}).get("test", {})
     subsets = {}
     for name, part in (("train", train), ("test", test)):
         subset = part.get("subset_name", "training" if name == "train" else "validation")
         subsets[name] = subset[0] if isinstance(subset, list) else subset
-    if test.get("window_size"):
-        report.notes.append(f"OpenTAD tests in windows of {test['window_size']} positions overlapping by "
-                            f"{test.get('window_overlap_ratio', 0.25)}, then runs NMS over the video's merged detections")
     stride = test.get("feature_stride", 1) * test.get("sample_stride", 1)
+    paths = {"root": options.data_root} if options.data_root is not None else _paths(test)
     if model.backbone is not None:
-        kind, grid = "frames", {"feature_stride": 1, "clip_length": 1}
-        report.notes.append(f"OpenTAD decodes every {stride}-th frame of a video (snippet stride {stride}); the frames "
-                            f"data must hold those, and maps grid position i to frame i x {stride} where tadprune's frame "
-                            "grid takes the centre of the position (half a position later)")
+        inputs = _end_to_end_inputs(test, stride, paths, options, report)
+    elif options.fps is not None:
+        raise CheckpointError(f"--fps {options.fps:g}: a frame rate to decode videos at, and this model reads features")
     else:
         offset = test.get("offset_frames", 0)
-        kind, grid = "features", {"feature_stride": stride, "clip_length": max(2 * offset, 1)}
-    paths = {"root": options.data_root} if options.data_root is not None else _paths(test, kind)
+        inputs = {"kind": "features", "feature_stride": stride, "clip_length": max(2 * offset, 1)}
     labels = _labels(test, options, paths)
-    return DataConfig(kind=kind, train_subset=subsets["train"], test_subset=subsets["test"], labels=labels,
-                      max_seq_len=model.detector.max_seq_len, **grid, **paths)
+    return DataConfig(train_subset=subsets["train"], test_subset=subsets["test"], labels=labels,
+                      max_seq_len=model.detector.max_seq_len, **inputs, **paths, **_test_windows(test, model, report))
 
 
-def _paths(test: dict[str, Any], kind: str) -> dict[str, Any]:
+def _paths(test: dict[str, Any]) -> dict[str, Any]:
     if "ann_file" not in test or "data_path" not in test:
         raise CheckpointError("dataset.test: ann_file and data_path are not in the config; give --data-root")
-    annotations, inputs = Path(test["ann_file"]), Path(test["data_path"])
-    return {"root": Path("."), "annotations": str(annotations), "inputs_dir": str(inputs)}
+    return {"root": Path("."), "annotations": str(test["ann_file"]), "inputs_dir": str(test["data_path"])}
+
+
+def _test_windows(test: dict[str, Any], model: ModelConfig, report: ImportReport) -> dict[str, Any]:
+    """OpenTAD's test windows in grid positions when its test dataset is a `SlidingWindowDataset`:
+    `window_size` snippets (input frames end to end) every `int(window_size * (1 - window_overlap_ratio))`."""
+    if test.get("type") not in SLIDING_DATASETS:
+        return {}
+    size, overlap = test.get("window_size", -1), test.get("window_overlap_ratio", SLIDING_OVERLAP)
+    frames = model.backbone.tubelet_size // model.feature_upsample if model.backbone is not None else 1
+    if not isinstance(size, int) or size < 1 or size % frames:
+        raise CheckpointError(f"dataset.test.window_size {size!r}: {test['type']} needs a positive number of snippets"
+                              f"{f', a multiple of the {frames} frames per grid position' if frames > 1 else ''}")
+    if not isinstance(overlap, (int, float)) or not 0 <= overlap < 1:
+        raise CheckpointError(f"dataset.test.window_overlap_ratio {overlap!r}: expected a fraction in [0, 1)")
+    report.notes.append(f"test windows of {size // frames} positions overlapping by {overlap:g}: OpenTAD keeps each "
+                        "window's top candidates and runs one NMS per video over them all, tadprune runs the detector's "
+                        "NMS in each window and again over the video's union (tadmodels.inference)")
+    return {"inference_window": size // frames, "inference_overlap": overlap}
+
+
+def _end_to_end_inputs(test: dict[str, Any], stride: int, paths: dict[str, Any], options: OpenTADImportOptions,
+                       report: ImportReport) -> dict[str, Any]:
+    """Kind, grid, frame rate and decoding of an end-to-end model's data: videos where the dataset has
+    them (`ROOT/videos/`, or the config's `data_path`, OpenTAD's directory of video files), else frames."""
+    root = Path(paths["root"])
+    kind = "videos" if (root / paths.get("inputs_dir", "videos")).is_dir() else "frames"
+    settings = {"kind": kind, "feature_stride": 1, "clip_length": 1,
+                "fps": _frame_rate(root / paths.get("annotations", "annotations.json"), stride, kind, options, report)}
+    if kind == "videos":
+        settings["video"] = _video_decoding(test.get("pipeline", []))
+    report.notes.append(f"OpenTAD maps grid position i to frame i x {stride} of the video, tadprune's grid to the centre "
+                        "of the position (half a position later); OpenTAD fills a video's short last window by "
+                        "repeating its last frame, tadprune pads with zero frames")
+    return settings
+
+
+def _frame_rate(annotations: Path, stride: int, kind: str, options: OpenTADImportOptions,
+                report: ImportReport) -> float | None:
+    """`data.fps`: OpenTAD's `LoadFrames` takes every `stride`-th frame of a video, which is one rate
+    for tadprune when the videos share theirs (`--fps`, else the annotations')."""
+    if options.fps is not None:
+        return options.fps / stride
+    if kind == "frames" and not annotations.is_file():
+        report.notes.append(f"data.fps is not set ({annotations} is not there to read the videos' frame rate): the frames "
+                            f"must be every {stride}-th frame of the videos, set data.fps to their rate")
+        return None
+    try:
+        rates = sorted({video.fps for video in load_annotations(annotations).videos.values()})
+    except DataFormatError as error:
+        raise CheckpointError(f"{error}; the videos' frame rate is read from it: give --fps") from None
+    if len(rates) != 1:
+        raise CheckpointError(f"{annotations}: the videos' fps are {', '.join(f'{r:g}' for r in rates) or 'absent'}; "
+                              f"OpenTAD takes every {stride}-th frame of each, tadprune reads all at one rate: give "
+                              f"--fps (the frame rate to take every {stride}-th frame of)")
+    return rates[0] / stride
+
+
+def _video_decoding(pipeline: list[dict[str, Any]]) -> VideoDecoding:
+    """`data.video` from OpenTAD's end-to-end test pipeline, whose every step must be one tadprune's
+    decoding does: the short side resized keeping the ratio, then a square centre crop."""
+    settings: dict[str, int] = {}
+    for index, step in enumerate(pipeline):
+        problem = _decoding_problem(step, settings)
+        if problem:
+            raise CheckpointError(f"dataset.test.pipeline[{index}] {step}: {problem}")
+    if set(settings) != {"short_side", "crop"}:
+        raise CheckpointError(f"dataset.test.pipeline {pipeline}: no mmaction.Resize of the short side followed by "
+                              "mmaction.CenterCrop, which tell how to decode the videos")
+    try:
+        return VideoDecoding(**settings)
+    except ValidationError as error:
+        raise CheckpointError(f"dataset.test.pipeline: {validation_problems(error)[0]}") from None
+
+
+def _decoding_problem(step: dict[str, Any], settings: dict[str, int]) -> str:
+    """What of one test pipeline step tadprune's decoding cannot do ('' when nothing); its resize and
+    crop go into `settings`."""
+    kind = step.get("type")
+    if kind in PASSIVE_STEPS:
+        return ""
+    if kind == "PrepareVideoInfo":
+        if step.get("format", "mp4") in VIDEO_EXTENSIONS and not step.get("prefix") and step.get("modality", "RGB") == "RGB":
+            return ""
+        return f"tadprune reads RGB video files named <video id>.{{{','.join(VIDEO_EXTENSIONS)}}}"
+    if kind == "LoadFrames":
+        if step.get("method", "resize") == "sliding_window" and step.get("scale_factor", 1) == 1 and step.get("num_clips", 1) == 1:
+            return ""
+        return "tadprune takes every snippet_stride-th frame of a video (method sliding_window, scale_factor 1, one clip)"
+    if kind == "mmaction.Resize":
+        scale = step.get("scale")
+        if (not settings and step.get("keep_ratio", True) and step.get("interpolation", "bilinear") == "bilinear"
+                and isinstance(scale, (list, tuple)) and len(scale) == 2 and min(scale) == -1 and max(scale) > 0):
+            settings["short_side"] = max(scale)
+            return ""
+        return "tadprune resizes once, bilinearly, the short side keeping the ratio (scale (-1, S)), before the crop"
+    if kind == "mmaction.CenterCrop":
+        size = step.get("crop_size")
+        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1] else size
+        if set(settings) == {"short_side"} and isinstance(size, int):
+            settings["crop"] = size
+            return ""
+        return "tadprune cuts one square centre crop, after the resize"
+    if kind == "mmaction.FormatShape" and step.get("input_format") == "NCTHW":
+        return ""
+    return ("a step tadprune's video decoding does not have (it reads frames, resizes the short side, "
+            "cuts a centre crop)")
 
 
 def _labels(test: dict[str, Any], options: OpenTADImportOptions, paths: dict[str, Any]) -> list[str]:

@@ -79,7 +79,7 @@ class ModelImportOptions(BaseModel):
     config: Path = Field(description="the config the checkpoint was trained with")
     name: str | None = Field(default=None, description="the model's name in its config.yaml; default: the config's file name")
     data_root: Path | None = Field(default=None, description=(
-        "the dataset in tadprune's layout (annotations.json, features/ or frames/); default: the paths in the config"))
+        "the dataset in tadprune's layout (annotations.json, features/, frames/ or videos/); default: the paths in the config"))
 
 
 class ActionFormerImportOptions(ModelImportOptions):
@@ -96,6 +96,9 @@ class OpenTADImportOptions(ModelImportOptions):
     class_map: Path | None = Field(default=None, description=(
         "OpenTAD's class map (category_idx.txt, one name per line); default: the config's, else the sorted "
         "label names of the annotations, as OpenTAD writes it"))
+    fps: float | None = Field(default=None, gt=0, description=(
+        "frame rate of the dataset's videos, of which OpenTAD takes every snippet_stride-th frame (end to end: "
+        "data.fps is this / snippet_stride); default: the annotations' fps, when every video has the same"))
 
 
 @dataclass(frozen=True)

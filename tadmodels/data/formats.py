@@ -71,8 +71,9 @@ class Annotations:
     source: Path | None = field(default=None, compare=False)  # the file read, for error messages
 
     def subset(self, name: str) -> list[VideoRecord]:
-        """The videos of one subset, in file order."""
-        videos = [v for v in self.videos.values() if v.subset == name]
+        """The videos of one subset, in file order; names compared case-insensitively as ActionFormer
+        does (its THUMOS14 file says "Validation" and "Test", its configs "validation" and "test")."""
+        videos = [v for v in self.videos.values() if v.subset.lower() == name.lower()]
         if not videos:
             known = sorted({v.subset for v in self.videos.values()})
             raise DataFormatError(f"{self.source or 'annotations'}: no videos in subset {name!r}; "

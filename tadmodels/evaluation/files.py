@@ -182,7 +182,9 @@ def _select_subset(path: str | Path, database: dict[str, Any], subset: str) -> d
             raise EvaluationInputError(f"{path}: database[{video_id!r}]: 'subset' missing "
                                        f"(needed to select subset {subset!r})")
         subsets[video_id] = entry["subset"]
-    selected = {video_id: entry for video_id, entry in database.items() if subsets[video_id] == subset}
+    # Case-insensitive, as ActionFormer compares (`subset.lower()`): its THUMOS14 file says "Validation".
+    selected = {video_id: entry for video_id, entry in database.items()
+                if str(subsets[video_id]).lower() == subset.lower()}
     if not selected:
         known = sorted({str(name) for name in subsets.values()})
         raise EvaluationInputError(f"{path}: no videos in subset {subset!r}; the subsets are {known}")
