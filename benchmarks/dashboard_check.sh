@@ -8,7 +8,8 @@
 # Asserted: the study's two objectives (directions maximize, minimize; metric names average_mAP,
 # latency_ms); every trial carries the `constraints` the dashboard reads; with budgets stored in
 # the study (`study launch --max-latency-ms / --min-map`) each complete trial's constraints equal
-# latency - max_latency_ms and min_map - mAP (feasible when <= 0), without budgets they are empty.
+# latency - max_latency_ms and min_map - mAP (feasible when <= 0), without budgets they are empty;
+# every PRUNED trial lists its `prune_reason`, and one stopped at a rung its `rungs` (mAP, latency per rung).
 # Relative SQLite paths are relative to the repository root. Exit status 0 when every check holds.
 #
 # Self-sufficient: it needs only a Python with this project's dependencies (PYTHON, else .venv/bin/python,
@@ -85,8 +86,18 @@ for trial in complete:
     assert len(got) == len(expected) and all(abs(g - e) < 1e-9 for g, e in zip(got, expected)), \
         (trial["number"], got, expected)
 feasible = sum(all(c <= 0 for c in t["constraints"]) for t in complete)
+# PRUNED trials (multi-fidelity stops, repeats) list their reason, and a trial stopped at a rung its rung values.
+pruned = [t for t in detail["trials"] if t["state"] == "Pruned"]
+for trial in pruned:
+    attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+    assert "prune_reason" in attrs, (trial["number"], sorted(attrs))
+    stopped_at = attrs.get("pruned_at")
+    if stopped_at is not None and "before alignment" not in str(stopped_at):
+        rungs = json.loads(attrs["rungs"]) if isinstance(attrs["rungs"], str) else attrs["rungs"]
+        assert rungs and all({"rung", "average_mAP", "latency_ms"} <= set(r) for r in rungs), (trial["number"], rungs)
 print(f"dashboard OK: study {detail['name']!r}, objectives {detail['objective_names']} {detail['directions']}, "
-      f"{len(detail['trials'])} trials ({len(complete)} complete, {feasible} feasible), "
+      f"{len(detail['trials'])} trials ({len(complete)} complete, {feasible} feasible, {len(pruned)} pruned with "
+      "their reason and rung values), "
       f"{len(detail['best_trials'])} on the Pareto front, budgets {budgets}, "
       f"constraints per trial: {sorted({len(t['constraints']) for t in complete})}")
 EOF

@@ -74,15 +74,25 @@ class ScheduleEncoding:
             ratios.update({b: ratio for b in remaining if b.startswith(stage) and ratio != global_ratio})
         return Decoded(drops, ratios)
 
-    def encode(self, drops: list[str]) -> dict:
-        """Parameters that decode to `drops` in that order and no channel pruning: the greedy chain."""
-        outside = [b for b in drops if b not in self.blocks]
+    def encode(self, order: list[str], drops: int | None = None, channel_ratio: float = 0.0) -> dict:
+        """Parameters that decode to dropping the first `drops` blocks of `order` (all of them when
+        None), in that order, then pruning channels by `channel_ratio` everywhere: the baseline
+        families and the seeded start. Keys fall evenly from 1 along `order`; blocks not in it get 0.
+        A stage whose choices lack `channel_ratio` takes its largest choice below it."""
+        drops = len(order) if drops is None else drops
+        outside = [b for b in order if b not in self.blocks]
         if outside:
             raise ValueError(f"{outside} may not drop in this search space")
-        params: dict = {name: 0.0 for name, dist in self.distributions().items() if isinstance(dist, CategoricalDistribution)}
-        params[DROPS] = len(drops)
-        params.update({PRIORITY + b: 0.0 for b in self.blocks})
-        params.update({PRIORITY + b: 1.0 - i / (len(drops) + 1) for i, b in enumerate(drops)})
+        if not 0 <= drops <= min(len(order), self.space.max_drops):
+            raise ValueError(f"{drops} drops: expected 0 to {min(len(order), self.space.max_drops)}")
+        if channel_ratio not in self.space.channel_ratios:
+            raise ValueError(f"channel ratio {channel_ratio} is not among the choices {self.space.channel_ratios}")
+        params: dict = {DROPS: drops, **{PRIORITY + b: 0.0 for b in self.blocks}}
+        params.update({PRIORITY + b: 1.0 - i / (len(order) + 1) for i, b in enumerate(order)})
+        if RATIO in self.distributions():
+            params[RATIO] = channel_ratio
+        for stage, choices in self.space.stage_channel_ratios.items():
+            params[f"{RATIO}:{stage}"] = max(c for c in choices if c <= channel_ratio)
         return params
 
 

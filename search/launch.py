@@ -15,9 +15,10 @@ from .encoding import ScheduleEncoding
 from .lifecycle import StudyDriver, attempt
 from .progress import StudyProgress
 from .retime import retime_study
+from .samplers import make_sampler
 from .spec import StudySpec
-from .study import (artifact_root, check_against_model_and_data, enqueue_missing_baseline, ensure_groundwork,
-                    groundwork_steps, make_sampler, open_study, prepare_runner, run_groundwork, storage_for)
+from .study import (artifact_root, check_against_model_and_data, enqueue_missing_baseline, enqueue_seeded_start,
+                    ensure_groundwork, groundwork_steps, open_study, prepare_runner, run_groundwork, storage_for)
 from .timing import TimingService
 
 
@@ -40,6 +41,7 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
     storage = storage_for(spec.storage_url, heartbeat_s=runner_settings.heartbeat_s, grace_s=runner_settings.grace_s)
     study = open_study(spec, storage, budgets)
     study.set_user_attr("artifact_store", str(artifact_root(spec)))
+    study.set_user_attr("pareto", spec.pareto.model_dump())  # the reference point reports use (last launch's)
     claims = StudyClaims(storage, study._study_id, lease_s=runner_settings.grace_s)
     launch_number = claims.register_launch({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
     seed = spec.seed + launch_number
@@ -60,6 +62,7 @@ def launch(spec: StudySpec, budgets: dict, show_progress: bool = True) -> optuna
             ensure_groundwork(study, claims, lambda needed: remote_groundwork(spec, needed, view.say), view.say)
         driver.fail_stale_trials()  # a killed driver's trials, before the baseline is checked for gaps
         enqueue_missing_baseline(study, claims, encoding)
+        enqueue_seeded_start(study, claims, encoding, spec)
         with view:
             if runner_settings.kind == "local":
                 run_local(driver, runner)
@@ -88,10 +91,11 @@ def retime_once(study: optuna.Study, spec: StudySpec, timing: TimingService, cla
 
 
 def run_local(driver: StudyDriver, runner, poll_s: float = 1.0) -> None:
-    """Plain trials in this process, one at a time."""
+    """Plain trials in this process, one piece of work at a time."""
     while not driver.finished():
         flight = driver.next_trial()
         if flight is None:
-            time.sleep(poll_s)  # its schedule runs elsewhere, or other drivers' trials may reach the target
+            if not driver.asking_cut_short:
+                time.sleep(poll_s)  # its schedule runs elsewhere, or other drivers' trials may reach the target
             continue
-        driver.finish(flight, attempt(runner, flight.params, flight.label))
+        driver.finish(flight, attempt(runner, driver.work(flight)))

@@ -1,12 +1,29 @@
 """The life of a trial, in one place for every runner:
 
-1. ask (driver): the sampler proposes parameters, or a queued baseline trial is popped;
-2. claim its schedule (driver): a schedule some trial already finished completes at once from that
-   trial's result; one that another trial (of this driver or another) is running is parked until
-   that trial ends, never run twice; otherwise this trial claims it;
-3. run (worker): `attempt` runs the schedule and turns any error into a FAIL outcome with its reason;
+1. ask (driver): the sampler proposes parameters, or a queued trial (a baseline, a seeded start) is
+   popped;
+2. claim its schedule (driver): a schedule some trial already finished is a repeat, resolved at
+   once without running (see "Repeats"); one that another trial (of this driver or another) is
+   running is parked until that trial ends, never run twice; otherwise this trial claims it;
+3. run (worker): `attempt` runs one piece of work (`search.objective.Work`) and turns any error into
+   a FAIL outcome with its reason;
 4. record and tell (driver): attributes, constraints and checkpoint, then COMPLETE with the values,
-   or FAIL with the reason. A PRUNED outcome (multi-fidelity) would join here.
+   FAIL with the reason, or PRUNED with the reason. With multi-fidelity (`search.fidelity`) a trial
+   is several pieces of work: the first is timed and may stop before any alignment (PRUNED), each
+   lower rung ends RUNNING with the rung's result, and the driver promotes the trial to the next
+   rung (queued before new asks, as successive halving prefers promotions) or stops it (PRUNED). A
+   rung is one piece of work rather than a Ray Tune scheduler's decision, so the local runner and
+   Ray share this logic, and the decision is taken where every driver's rung results are visible.
+
+Repeats. Many parameter vectors encode one schedule (random keys); a proposal whose schedule is
+finished is told PRUNED at once, naming the trial it repeats (`repeat_of`, its values in
+`repeat_values`), so it costs no trial slot (`n_trials` counts COMPLETE trials) and adds no
+duplicate to the front or to NSGA-II's population. What each sampler learns from it is what it
+learns from any PRUNED trial (`search.samplers`): TPE counts it among the worse trials, which steers it
+away from a schedule already known, NSGA-II draws another child, GP sees it as the result it
+repeats. A baseline trial that meets a finished schedule completes from it instead (its family
+needs the point). A launch whose sampler proposes `max_repeated_proposals` repeats in a row stops
+asking: the search space is exhausted, or nearly.
 
 Several drivers may share a study (each `tadprune study launch` is one). A driver beats for each
 trial it has asked and not yet told (Optuna's trial heartbeat, `runner.heartbeat_s`) and renews its
@@ -25,7 +42,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -35,25 +52,29 @@ from optuna.trial import TrialState
 
 from .claims import StudyClaims
 from .encoding import ScheduleEncoding
-from .objective import LATENCY, MAP, TrialOutcome, TrialRunner
+from .fidelity import KnownPoint, RungResult, StopBeforeAlignment, judge
+from .objective import COMPUTE, LATENCY, MAP, Compute, TrialOutcome, TrialRunner, Work
+from .pareto import average_map, latency_ms
 from .spec import StudySpec
 from .study import BASELINE_ATTR, CONSTRAINTS_KEY, artifact_store, constraint_values, enqueue_missing_baseline
 
-FAIL_REASON = "fail_reason"
+FAIL_REASON, PRUNE_REASON = "fail_reason", "prune_reason"
 LAUNCH_ATTR, SEED_ATTR = "launch", "sampler_seed"
+RUNGS, PRUNED_AT, REPEAT_OF, REPEAT_VALUES = "rungs", "pruned_at", "repeat_of", "repeat_values"
+BEFORE_ALIGNMENT = "before alignment"
 # Attributes a trial has of its own, which a repeat does not copy from the trial it repeats.
 _OWN_ATTRS = {BASELINE_ATTR, LAUNCH_ATTR, SEED_ATTR, MAP, "recovered_from"}
 # Optuna warns when a heartbeat storage is used outside `Study.optimize`; here the driver beats itself.
 _HEARTBEAT_WARNING = "Heartbeat of storage is supposed to be used with Study.optimize"
 
 
-def attempt(runner: TrialRunner, params: dict, label: str) -> TrialOutcome:
-    """Run one trial on a worker. An error of any kind (a NaN loss, out of memory, a schedule that
-    does not fit, a full disk) becomes a FAIL outcome naming it, with the traceback among its
-    attributes: a failing trial never stops a study, and it is not retried, since it would fail
-    again. Only a worker that dies (killed, node lost) is retried, by Ray."""
+def attempt(runner: TrialRunner, work: Work) -> TrialOutcome:
+    """Run one piece of a trial on a worker. An error of any kind (a NaN loss, out of memory, a
+    schedule that does not fit, a full disk) becomes a FAIL outcome naming it, with the traceback
+    among its attributes: a failing trial never stops a study, and it is not retried, since it
+    would fail again. Only a worker that dies (killed, node lost) is retried, by Ray."""
     try:
-        return runner.run(params, label)
+        return runner.run(work)
     except Exception as error:
         frames = traceback.extract_tb(error.__traceback__)
         where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
@@ -63,10 +84,15 @@ def attempt(runner: TrialRunner, params: dict, label: str) -> TrialOutcome:
 
 @dataclass(eq=False)
 class Flight:
-    """A trial this driver asked and has not told yet, with its schedule."""
+    """A trial this driver asked and has not told yet: its schedule, the rung it is to run next,
+    the rung results and alignment compute of its earlier pieces."""
 
     trial: optuna.Trial
     schedule_key: str
+    baseline: str | None = None
+    rung: int = 0
+    rungs: list[dict] = field(default_factory=list)
+    compute: Compute = field(default_factory=Compute)
 
     @property
     def number(self) -> int:
@@ -106,16 +132,17 @@ def record_outcome(study: optuna.Study, trial_id: int, outcome: TrialOutcome, ar
 
 
 class StudyDriver:
-    """One launch's side of a study: asks trials, routes them (run, repeat or park), records and
-    tells them, beats for them, and fails the stale trials of drivers that died. Use it as a
-    context manager: the heartbeat runs inside, and on the way out every trial it still holds is
-    failed with the reason (a baseline trial among them queued again), so nothing stays RUNNING.
+    """One launch's side of a study: asks trials, routes them (run, repeat or park), hands out their
+    pieces of work, records and tells them (promoting multi-fidelity trials rung by rung), beats for
+    them, and fails the stale trials of drivers that died. Use it as a context manager: the
+    heartbeat runs inside, and on the way out every trial it still holds is failed with the reason
+    (a baseline trial among them queued again), so nothing stays RUNNING.
 
     `park_limit` caps the trials waiting for a schedule another trial runs (the runner's
     concurrency); `say` receives lines for the user (a failed trial, a stale one, a repeat kept).
     """
 
-    asks_per_call = 8  # repeats complete inside `next_trial`; past this many, the runner gets a turn
+    asks_per_call = 8  # repeats are told inside `next_trial`; past this many, the runner gets a turn
 
     def __init__(self, study: optuna.Study, spec: StudySpec, encoding: ScheduleEncoding, claims: StudyClaims,
                  launch: int, seed: int, say: Callable[[str], None], park_limit: int = 1) -> None:
@@ -124,9 +151,12 @@ class StudyDriver:
         self.storage = study._storage
         self.distributions = encoding.distributions()
         self.artifacts = artifact_store(spec)
-        self.flights: dict[int, Flight] = {}  # by trial id: claimed, running on a worker
+        self.flights: dict[int, Flight] = {}  # by trial id: claimed, a piece of it running on a worker
+        self.promoted: list[Flight] = []      # claimed, their next rung not started yet
         self.parked: list[Flight] = []        # waiting for their schedule to finish elsewhere
         self.failed_here = 0
+        self.repeats_in_a_row = 0
+        self.asking_cut_short = False  # `next_trial` stopped at `asks_per_call`, not to wait
         self.deadline = time.monotonic() + spec.timeout_s if spec.timeout_s is not None else None
         self._stop = threading.Event()
         self._beat_thread = threading.Thread(target=self._beat, name="tadprune-heartbeat", daemon=True)
@@ -145,9 +175,10 @@ class StudyDriver:
         reason = (f"the driver stopped before the trial finished ({exc_type.__name__})" if exc_type
                   else "the launch ended (time budget or failure cap) before the trial finished")
         try:
-            for flight in [*self.flights.values(), *self.parked]:
+            for flight in self._held():
                 self._tell_failed(flight, reason)
             self.flights.clear()
+            self.promoted.clear()
             self.parked.clear()
             self.claims.release_all()
             enqueue_missing_baseline(self.study, self.claims, self.encoding)
@@ -157,8 +188,11 @@ class StudyDriver:
             self.say(f"could not mark this driver's trials failed ({error}); other drivers will, "
                      f"{self.spec.runner.grace_s} s after its last heartbeat")
 
+    def _held(self) -> list[Flight]:
+        return [*self.flights.values(), *self.promoted, *self.parked]
+
     def _alive(self) -> list[int]:
-        return [*self.flights, *(f.trial._trial_id for f in list(self.parked))]
+        return [flight.trial._trial_id for flight in list(self._held())]
 
     def _beat(self) -> None:
         while not self._stop.wait(self.spec.runner.heartbeat_s):
@@ -200,12 +234,16 @@ class StudyDriver:
         return {state: sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.RUNNING)}
 
     def _stopping(self) -> bool:
-        """The time is up or too many of this launch's trials failed."""
+        """The time is up, too many of this launch's trials failed, or the sampler proposes only
+        schedules that ran already."""
         reason = None
         if self.deadline is not None and time.monotonic() >= self.deadline:
             reason = f"the time budget ({self.spec.timeout_s:g} s) is spent"
         elif self.failed_here >= self.spec.max_failed_trials:
             reason = f"{self.failed_here} trials of this launch failed (max_failed_trials)"
+        elif self.repeats_in_a_row >= self.spec.max_repeated_proposals:
+            reason = (f"the sampler proposed {self.repeats_in_a_row} schedules in a row that had run already "
+                      "(max_repeated_proposals): the search space is exhausted, or nearly")
         if reason and not self._said_stop:
             self.say(f"starting no more trials: {reason}")
             self._said_stop = True
@@ -220,9 +258,10 @@ class StudyDriver:
         return counts[TrialState.COMPLETE] + counts[TrialState.RUNNING] < self.spec.n_trials
 
     def finished(self) -> bool:
-        """Nothing of this launch is running or parked, and it may start no more: the study has
-        `n_trials` complete trials (from any driver), the time is up or the failure cap reached."""
-        if self.flights or self.parked:
+        """Nothing of this launch is running, promoted or parked, and it may start no more: the
+        study has `n_trials` complete trials (from any driver), the time is up, the failure cap or
+        the repeat cap reached."""
+        if self.flights or self.promoted or self.parked:
             return False
         if self._stopping():
             return True
@@ -235,53 +274,108 @@ class StudyDriver:
         self.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr(LAUNCH_ATTR, self.launch)
         trial.set_user_attr(SEED_ATTR, self.seed)
-        return Flight(trial, self.encoding.decode(trial.params).key())
+        baseline = self.storage.get_trial(trial._trial_id).user_attrs.get(BASELINE_ATTR)
+        return Flight(trial, self.encoding.decode(trial.params).key(), baseline)
 
     def _route(self, flight: Flight) -> Flight | None:
-        """Claim the flight's schedule: returns the flight when it is this trial's to run; completes
-        it from the earlier trial when that schedule finished; parks it while another runs it."""
+        """Claim the flight's schedule: returns the flight when it is this trial's to run; resolves
+        it as a repeat when that schedule finished; parks it while another runs it."""
         claim = self.claims.claim(flight.claim)
+        finished_pruned = claim.done and claim.result.get("state") == TrialState.PRUNED.name
         if flight in self.parked and (claim.held or claim.done):
             self.parked.remove(flight)
-        if claim.held:
+        if claim.held or (finished_pruned and flight.baseline):  # a baseline's family needs its point
             self.flights[flight.trial._trial_id] = flight
             return flight
         if claim.done:
-            self._complete_as_repeat(flight, claim.result["trial_id"])
+            self._tell_repeat(flight, claim.result["trial_id"])
         elif flight not in self.parked:
             self.parked.append(flight)
         return None
 
     def next_trial(self) -> Flight | None:
-        """The next trial to run on a worker, or None when there is none to run now: the asked
-        trials wait for schedules running elsewhere, or the budget allows no more for the moment."""
+        """The next trial with work to run on a worker (`work` says what), or None when there is
+        none now: the asked trials wait for schedules running elsewhere, or the budget allows no
+        more for the moment. Promoted trials go first, then parked ones, then new asks."""
         self.fail_stale_trials()
+        if self.promoted:
+            flight = self.promoted.pop(0)
+            self.flights[flight.trial._trial_id] = flight
+            return flight
         for flight in list(self.parked):
             if self._route(flight) is not None:
                 return flight
+        self.asking_cut_short = False
         for _ in range(self.asks_per_call):
             if len(self.parked) >= self.park_limit or not self._may_ask():
                 return None
             flight = self._route(self._ask())
             if flight is not None:
+                self.repeats_in_a_row = 0
                 return flight
+        self.asking_cut_short = True
         return None
+
+    def work(self, flight: Flight) -> Work:
+        """The flight's next piece of work; at a multi-fidelity search trial's first rung, with
+        what stops it before alignment (`search.fidelity`, rule 1)."""
+        stop = None
+        if self.spec.fidelity is not None and flight.rung == 0 and flight.baseline is None:
+            stop = self._stop_before_alignment()
+        return Work(flight.params, flight.label, flight.rung, stop)
+
+    def _stop_before_alignment(self) -> StopBeforeAlignment:
+        attrs = self.study.user_attrs
+        complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        front = [KnownPoint("the base model", attrs["base_map"], attrs["base_latency_ms"])]
+        front += [KnownPoint(f"trial {t.number}", average_map(t), latency_ms(t)) for t in complete]
+        return StopBeforeAlignment(attrs["base_map"] + self.spec.fidelity.optimism, tuple(front),
+                                   attrs.get("budgets", {}).get("max_latency_ms"))
 
     # -- telling ------------------------------------------------------------------------------
 
     def finish(self, flight: Flight, outcome: TrialOutcome) -> None:
-        """Record and tell what running `flight` gave."""
+        """Record and tell what running the flight's piece of work gave."""
         self.flights.pop(flight.trial._trial_id, None)
-        if outcome.state == TrialState.COMPLETE and not all(math.isfinite(v) for v in outcome.values):
+        if outcome.state in (TrialState.COMPLETE, TrialState.RUNNING) and not all(
+                math.isfinite(v) for v in outcome.values):
             outcome = TrialOutcome.failed(f"not finite: {MAP} {outcome.values[0]}, {LATENCY} {outcome.values[1]}")
         for entry in outcome.attrs.get("cache", {}).get("discarded", []):
             self.say(f"trial {flight.number}: discarded an unreadable cache entry and recomputed it: {entry}")
-        if outcome.state == TrialState.COMPLETE:
-            trial_id = self._tell_complete(flight, outcome)
-            self.claims.complete(flight.claim, {"trial_id": trial_id})
-        else:
+        if outcome.state == TrialState.FAIL:
             self.failed_here += 1
             self._tell_failed(flight, outcome.reason, outcome.attrs)
+            return
+        flight.compute = flight.compute.add(Compute(**outcome.attrs.get(COMPUTE, {})))
+        attrs = {**outcome.attrs, COMPUTE: flight.compute.to_json()}
+        if "rung" in attrs:
+            flight.rungs.append(attrs.pop("rung"))
+            attrs[RUNGS] = flight.rungs
+        if outcome.state == TrialState.PRUNED:
+            self._tell_pruned(flight, outcome.reason, {**attrs, PRUNED_AT: BEFORE_ALIGNMENT})
+        elif outcome.state == TrialState.RUNNING:
+            self._after_rung(flight, attrs)
+        else:
+            trial_id = self._tell_complete(flight, TrialOutcome.complete(outcome.values, attrs, outcome.checkpoint))
+            self.claims.complete(flight.claim, {"trial_id": trial_id, "state": TrialState.COMPLETE.name})
+
+    def _after_rung(self, flight: Flight, attrs: dict) -> None:
+        """Record the rung's result where every driver sees it, then promote the trial or stop it
+        (baseline trials always go up: their rung results are what search trials meet first)."""
+        trial_id = flight.trial._trial_id
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        record = flight.rungs[-1]
+        rung_name = f"rung {record['rung']} ({record['epochs']} epoch(s), {record['split']} split)"
+        result = RungResult(flight.number, record[MAP], record[LATENCY])
+        others = [RungResult(t.number, r[MAP], r[LATENCY]) for t in self.study.get_trials(deepcopy=False)
+                  for r in t.user_attrs.get(RUNGS, []) if r["rung"] == record["rung"] and t.number != flight.number]
+        verdict = judge(result, others, self.spec.fidelity, rung_name)
+        if flight.baseline is None and not verdict.promote:
+            self._tell_pruned(flight, verdict.reason, {PRUNED_AT: record["rung"]})
+            return
+        flight.rung += 1
+        self.promoted.append(flight)
 
     def _tell_complete(self, flight: Flight, outcome: TrialOutcome) -> int:
         """COMPLETE with the outcome; returns the id of the trial that holds it. When another driver
@@ -322,12 +416,39 @@ class StudyDriver:
         self.claims.release(flight.claim)
         self.say(f"trial {flight.number} failed: {reason}")
 
-    def _complete_as_repeat(self, flight: Flight, source_id: int) -> None:
-        """A schedule that trial `source_id` finished: this trial takes its values, attributes and
-        checkpoint, marked as a result-cache hit."""
+    def _tell_pruned(self, flight: Flight, reason: str, attrs: dict, claim_result: bool = True) -> None:
+        """PRUNED with the reason (and, for a stopped trial, the schedule's verdict kept in its
+        claim, so that a later proposal of the schedule is a repeat of this one)."""
+        trial_id = flight.trial._trial_id
+        try:
+            for key, value in {**attrs, PRUNE_REASON: reason}.items():
+                self.storage.set_trial_user_attr(trial_id, key, value)
+            self.study.tell(flight.trial, state=TrialState.PRUNED)
+        except (UpdateFinishedTrialError, ValueError):
+            if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
+                raise
+            return  # another driver failed it meanwhile (this one stalled): it stays failed
+        if claim_result:
+            self.claims.complete(flight.claim, {"trial_id": trial_id, "state": TrialState.PRUNED.name})
+
+    def _tell_repeat(self, flight: Flight, source_id: int) -> None:
+        """A schedule that trial `source_id` finished: a search trial is PRUNED as its repeat, at no
+        trial slot; a baseline trial takes its values, attributes and checkpoint (module docstring)."""
         source = self.storage.get_trial(source_id)
-        attrs = {k: v for k, v in source.user_attrs.items() if k not in _OWN_ATTRS}
-        attrs.update(repeat_of=source.number, wall_time_s=0.0,
-                     cache={"prefix_reused": len(attrs.get("drops", [])), "alignment_steps_run": 0,
-                            "latency_hit": True, "result_hit": True, "discarded": []})
-        self._tell_complete(flight, TrialOutcome.complete(tuple(source.values), attrs, checkpoint=None))
+        if flight.baseline is not None:
+            attrs = {k: v for k, v in source.user_attrs.items() if k not in _OWN_ATTRS}
+            attrs.update({REPEAT_OF: source.number, "wall_time_s": 0.0, COMPUTE: Compute().to_json(),
+                          "cache": {"prefix_reused": len(attrs.get("drops", [])), "alignment_steps_run": 0,
+                                    "latency_hit": True, "result_hit": True, "discarded": []}})
+            self._tell_complete(flight, TrialOutcome.complete(tuple(source.values), attrs, checkpoint=None))
+            return
+        self.repeats_in_a_row += 1
+        known = (f"values mAP {source.values[0]:.4f}, {LATENCY} {source.values[1]:.3f}" if source.values
+                 else f"itself {source.state.name}: {source.user_attrs.get(PRUNE_REASON, '')}")
+        attrs = {REPEAT_OF: source.number, "schedule_key": flight.schedule_key, COMPUTE: Compute().to_json(),
+                 **{k: source.user_attrs[k] for k in ("drops", "channel_ratios", "compute_signature", "latency_median_ms", "macs")
+                    if k in source.user_attrs}}
+        if source.values:
+            attrs[REPEAT_VALUES] = list(source.values)
+        self._tell_pruned(flight, f"repeat of trial {source.number} (the same schedule; {known})", attrs,
+                          claim_result=False)

@@ -1,35 +1,58 @@
-"""One trial on a worker: Optuna parameters -> schedule -> aligned model (reusing cached prefixes)
--> mAP and latency (from the study's timing service, `search.timing`) -> values and
-attributes. Whether a schedule runs at all (a repeat takes an earlier trial's result) is the
-driver's decision (`search.lifecycle`)."""
+"""One piece of a trial on a worker: Optuna parameters -> schedule -> its architecture, timed (once
+per architecture, input shape and device) before any alignment -> the aligned model at the work's
+rung (reusing cached prefixes) -> mAP -> values and attributes. Latency comes from the study's
+timing service (`search.timing`). Whether a schedule runs at all (a
+repeat takes an earlier trial's result) and whether it climbs to the next rung are the driver's
+decisions (`search.lifecycle`, `search.fidelity`)."""
 from __future__ import annotations
 
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from optuna.trial import TrialState
 
+from pruning.alignment import AlignmentConfig
+from pruning.channels import prune_channels
 from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
-from tadmodels.profile import count_params, model_macs
+from tadmodels.inference import evaluate_model
 from tadmodels.models import TADModel
+from tadmodels.profile import count_params, model_macs
 from tadmodels.training import Experiment, load_model, save_model
 
 from .cache import DeviceLock, PrefixCache
 from .encoding import Decoded, ScheduleEncoding
+from .fidelity import StopBeforeAlignment, rung_alignment
 from .spec import StudySpec
 from .timing import TimedLatency, timed_positions, timing_service
 
 MAP, LATENCY = "average_mAP", "latency_ms"
+COMPUTE = "alignment_compute"  # the attribute in which every trial records the alignment it ran
+
+
+@dataclass
+class Compute:
+    """Alignment work: epochs run (summed over steps), epochs x training videos, seconds."""
+
+    epochs: int = 0
+    video_epochs: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: "Compute") -> "Compute":
+        return Compute(self.epochs + other.epochs, self.video_epochs + other.video_epochs, self.seconds + other.seconds)
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
 class TrialOutcome:
-    """How a trial ended: COMPLETE with its values, attributes and checkpoint, or FAIL with the
-    reason (PRUNED, for multi-fidelity, is the state still to come)."""
+    """How a piece of a trial ended: COMPLETE with its values, attributes and checkpoint; FAIL or
+    PRUNED with the reason; or RUNNING: a lower rung finished, with the rung's (mAP, latency) as
+    values, and the driver decides whether the trial goes on."""
 
     state: TrialState
     values: tuple[float, float] | None = None
@@ -46,6 +69,24 @@ class TrialOutcome:
         return cls(TrialState.FAIL, reason=reason)
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a worker runs for a trial: its parameters, the rung (an index into `TrialRunner.rungs`;
+    the last is the full alignment) and, at a multi-fidelity trial's first rung, the test that
+    stops it before any alignment."""
+
+    params: dict
+    label: str
+    rung: int = 0
+    stop: StopBeforeAlignment | None = None
+
+
+@dataclass(frozen=True)
+class RungSetting:
+    alignment: AlignmentConfig
+    split: str  # "train" or "test"
+
+
 class TrialRunner:
     """Everything a worker needs to run trials of one study; built once per worker process."""
 
@@ -56,8 +97,16 @@ class TrialRunner:
         self.base = base.to(self.experiment.device)
         self.base_fingerprint = base.fingerprint()
         self.encoding = ScheduleEncoding(spec.search, base.droppable_blocks())
+        self.train_videos = len(self.experiment.dataset(spec.data.train_subset))
+        lower = [RungSetting(rung_alignment(spec.alignment, rung.epochs), rung.split)
+                 for rung in (spec.fidelity.rungs if spec.fidelity else [])]
+        self.rungs = [*lower, RungSetting(spec.alignment, "test")]
         root = spec.artifact_dir
-        self.prefixes = PrefixCache(root / "cache", self.base_fingerprint, spec.alignment.model_dump(mode="json"))
+        # One prefix cache per rung: its key holds the rung's alignment settings, so a trial that
+        # goes up a rung starts from the longest prefix aligned at that rung, by it or any trial.
+        self.prefix_caches = [PrefixCache(root / "cache", self.base_fingerprint, rung.alignment.model_dump(mode="json"))
+                              for rung in self.rungs]
+        self.prefixes = self.prefix_caches[-1]
         self.timing = timing_service(spec)
         # Every trial works on the CPU, and on its train device when that is another.
         self.locks = [DeviceLock(device) for device in dict.fromkeys([torch.device("cpu"), self.experiment.device])]
@@ -70,50 +119,87 @@ class TrialRunner:
         schedule.check_fits(self.base)
         return schedule
 
-    def run(self, params: dict, trial_label: str) -> TrialOutcome:
-        """Run the schedule `params` encode; any error propagates (`lifecycle.attempt` turns it
-        into a failed outcome with the reason)."""
+    def run(self, work: Work) -> TrialOutcome:
+        """Run `work`; any error propagates (`lifecycle.attempt` turns it into a failed outcome with
+        the reason). Latency depends on the architecture alone, so it is known (timed, or from the
+        cache) before any alignment, and a multi-fidelity trial can stop there."""
         start = time.perf_counter()
-        decoded = self.encoding.decode(params)
+        decoded = self.encoding.decode(work.params)
         schedule = self.schedule(decoded)
+        architecture = self._architecture(schedule)
         with self.computing():
-            model, reused, steps_run = self._compressed(schedule)
-            scores = self.experiment.evaluate(model, profile=False)
             # Counting MACs runs a forward pass: not while the device is being timed.
-            macs = model_macs(model, timed_positions(self.spec))
-        timed = self.latency(model)
+            macs = model_macs(architecture, timed_positions(self.spec))
+        timed = self.latency(architecture)
         latency = timed.record
-        checkpoint = self.checkpoints / trial_label
-        save_model(model, self.spec, checkpoint)
         attrs = {
             "schedule": schedule.model_dump(mode="json", exclude={"results"}), "schedule_key": decoded.key(),
             "drops": schedule.drops, "channel_ratios": schedule.channel_ratios,
-            "per_tiou": scores["per_tiou"], "tious": scores["tious"],
             "latency_median_ms": latency["median_ms"], "latency_iqr_ms": latency["iqr_ms"],
             "latency_min_ms": latency["min_ms"], "latency_unstable": latency["unstable"],
             "latency_device": latency["device"], "latency_dtype": latency["dtype"],
             "latency_compile": latency["compile"], "latency_batch": latency["input_shape"][0],
             "latency_timed_by": latency.get("timed_by"),
-            "compute_signature": model.compute_signature(),
-            "macs": macs, "params": count_params(model), "wall_time_s": time.perf_counter() - start,
-            "cache": {"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": timed.cache_hit,
-                      "result_hit": False, "discarded": self.prefixes.take_discarded() + timed.discarded},
+            "compute_signature": architecture.compute_signature(), "macs": macs, "params": count_params(architecture),
         }
+        reason = work.stop.reason(latency["median_ms"]) if work.stop is not None else None
+        if reason is not None:
+            attrs.update(wall_time_s=time.perf_counter() - start, cache={"latency_hit": timed.cache_hit})
+            return TrialOutcome(TrialState.PRUNED, attrs=attrs, reason=reason)
+        rung = self.rungs[work.rung]
+        with self.computing():
+            model, reused, steps_run, compute = self._compressed(schedule, work.rung)
+            scores = self._score(model, rung.split)
+        record = {"rung": work.rung, "epochs": rung.alignment.epochs, "split": rung.split, MAP: scores[MAP],
+                  LATENCY: latency["median_ms"]}
+        attrs.update(rung=record, wall_time_s=time.perf_counter() - start, **{COMPUTE: compute.to_json()},
+                     cache={"prefix_reused": reused, "alignment_steps_run": steps_run, "latency_hit": timed.cache_hit,
+                            "result_hit": False, "discarded": self._discarded() + timed.discarded})
+        if work.rung < len(self.rungs) - 1:
+            return TrialOutcome(TrialState.RUNNING, (scores[MAP], latency["median_ms"]), attrs)
+        checkpoint = self.checkpoints / work.label
+        save_model(model, self.spec, checkpoint)
+        attrs.update(per_tiou=scores["per_tiou"], tious=scores["tious"])
         return TrialOutcome.complete((scores[MAP], latency["median_ms"]), attrs, checkpoint)
 
-    def _compressed(self, schedule: Schedule) -> tuple[TADModel, int, int]:
-        """The schedule's model, starting from the longest cached prefix; caches each new prefix."""
-        reused, model = self.prefixes.longest(schedule.drops)
+    def _discarded(self) -> list[str]:
+        return [entry for cache in self.prefix_caches for entry in cache.take_discarded()]
+
+    def _architecture(self, schedule: Schedule) -> TADModel:
+        """The schedule's model before any alignment: what it computes, hence its latency and MACs
+        (channel pruning keeps a count of channels that depends on the ratios, not the weights)."""
+        model = self.base.without_blocks(schedule.drops) if schedule.drops else self.base
+        return prune_channels(model, schedule.channel_ratios) if schedule.channel_ratios else model
+
+    def _compressed(self, schedule: Schedule, rung: int) -> tuple[TADModel, int, int, Compute]:
+        """The schedule's model aligned as rung `rung` says, from the longest prefix cached at that
+        rung; caches each new prefix (none at a rung without alignment: dropping is free)."""
+        alignment, prefixes = self.rungs[rung].alignment, self.prefix_caches[rung]
+        reused, model = prefixes.longest(schedule.drops) if alignment.epochs else (0, None)
         model = model.to(self.base.device) if model is not None else self.base
-        steps_run = 0
+        steps_run, compute = 0, Compute()
         for length in range(reused + 1, len(schedule.drops) + 1):
-            model = drop_step(self.experiment, self.base, model, schedule.drops[length - 1], schedule.alignment)
-            self.prefixes.put(schedule.drops[:length], model)
-            steps_run += 1
+            model, spent = self.timed(drop_step, model, schedule.drops[length - 1], alignment)
+            if alignment.epochs:
+                prefixes.put(schedule.drops[:length], model)
+            steps_run, compute = steps_run + 1, compute.add(spent)
         if schedule.channel_ratios:
-            model = channel_step(self.experiment, self.base, model, schedule.channel_ratios, schedule.alignment)
-            steps_run += 1
-        return model, reused, steps_run
+            model, spent = self.timed(channel_step, model, schedule.channel_ratios, alignment)
+            steps_run, compute = steps_run + 1, compute.add(spent)
+        return model, reused, steps_run, compute
+
+    def timed(self, step, model: TADModel, what, alignment: AlignmentConfig) -> tuple[TADModel, Compute]:
+        """`step` (`drop_step` or `channel_step`) on `model`, with the alignment work it cost."""
+        start = time.perf_counter()
+        result = step(self.experiment, self.base, model, what, alignment)
+        epochs = alignment.epochs
+        return result, Compute(epochs, epochs * self.train_videos, time.perf_counter() - start if epochs else 0.0)
+
+    def _score(self, model: TADModel, split: str) -> dict:
+        data = self.spec.data
+        subset = data.test_subset if split == "test" else data.train_subset
+        result = evaluate_model(model, self.experiment.dataset(subset), self.spec.eval.tious)
+        return {MAP: result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
 
     @contextmanager
     def computing(self):

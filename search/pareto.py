@@ -1,16 +1,23 @@
-"""The Pareto front of mAP against latency, its hypervolume against the greedy chain's, and plots.
+"""The Pareto front of mAP against latency, the hypervolume of the search's front against each
+baseline family's (the greedy chain, the chain followed by channel pruning) and their union, and
+plots.
 
 Every latency read here and in `search.export` goes through `latency_ms(trial)`: the figure of the
 study's latest re-timing (`search.retime`: the base model, the greedy chain and the front timed
 together) when the trial's architecture was re-timed, else the trial's first measurement (its
 objective value). Optuna keeps a finished trial as it is, so re-timed figures live in the study's
 attributes, and `complete_trials` hands them to each trial in memory: read trials through it.
+
+The reference point bounds the region users care about: no slower than the base model and no
+more than `map_tolerance` below its mAP (`search.spec.ParetoSettings`, both configurable). A trial
+outside that region adds nothing to a hypervolume, so the figure measures the trade-offs a user
+would pick from rather than the latency axis down to mAP 0.
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -19,8 +26,11 @@ from optuna.trial import FrozenTrial, TrialState
 # Optuna's exact hypervolume; a private module, hence the pinned range.
 from optuna._hypervolume import compute_hypervolume
 
-from .study import BASELINE_ATTR, GREEDY
+from .spec import ParetoSettings
+from .study import BASELINE_ATTR, FAMILIES
 
+SEARCH = "search"
+Cost = Callable[[FrozenTrial], float]
 RETIMED = "latency_retimed"                  # study attribute: the latest re-timing (see search.retime)
 BASE_RETIMED = "base_latency_retimed_ms"     # study attribute: the base model's figure in it
 # What `complete_trials` adds to a re-timed trial's user attributes (in memory).
@@ -57,6 +67,20 @@ def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return [with_retimed(t, retimed) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
 
 
+def average_map(trial: FrozenTrial) -> float:
+    return trial.values[0]
+
+
+def macs(trial: FrozenTrial) -> float:
+    """Multiply-accumulates of a trial's model: a cost no timing noise moves."""
+    return float(trial.user_attrs["macs"])
+
+
+def family(trial: FrozenTrial) -> str:
+    """The baseline family a trial belongs to, or `search`."""
+    return trial.user_attrs.get(BASELINE_ATTR) or SEARCH
+
+
 @dataclass(frozen=True)
 class TrialPoint:
     trial: int
@@ -67,53 +91,34 @@ class TrialPoint:
     latency_first_ms: float   # the trial's first measurement, its Optuna objective value
     retimed: bool             # latency_ms is the study's latest re-timed figure
     macs: int
-    kind: str  # "baseline" (greedy chain) or "search"
+    kind: str  # a baseline family or "search"
 
 
 def _point(trial: FrozenTrial) -> TrialPoint:
-    kind = "baseline" if trial.user_attrs.get(BASELINE_ATTR) == GREEDY else "search"
     return TrialPoint(trial.number, trial.user_attrs.get("drops", []), trial.user_attrs.get("channel_ratios", {}),
-                      trial.values[0], latency_ms(trial), trial.values[1], RETIMED_MS in trial.user_attrs,
-                      trial.user_attrs.get("macs", 0), kind)
+                      average_map(trial), latency_ms(trial), trial.values[1], RETIMED_MS in trial.user_attrs,
+                      trial.user_attrs.get("macs", 0), family(trial))
 
 
-def _dominance(first: list[FrozenTrial], second: list[FrozenTrial]) -> np.ndarray:
-    """[i, j]: `first[i]` dominates `second[j]` (mAP at least as high and latency at least as low, one strictly)."""
-    a = np.array([[t.values[0], latency_ms(t)] for t in first]).reshape(-1, 1, 2)
-    b = np.array([[t.values[0], latency_ms(t)] for t in second]).reshape(1, -1, 2)
-    no_worse = (a[..., 0] >= b[..., 0]) & (a[..., 1] <= b[..., 1])
-    better = (a[..., 0] > b[..., 0]) | (a[..., 1] < b[..., 1])
-    return no_worse & better
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """(mAP, cost) `a` is at least as good as `b` in both and better in one."""
+    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
-def front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Non-dominated trials (higher mAP, lower `latency_ms`), by latency."""
-    if not trials:
-        return []
-    dominated = _dominance(trials, trials).any(axis=0)
-    return sorted((t for t, d in zip(trials, dominated) if not d), key=latency_ms)
+def front(trials: Sequence[FrozenTrial], cost: Cost = latency_ms) -> list[FrozenTrial]:
+    """Non-dominated trials (higher mAP, lower cost), by cost."""
+    points = [(average_map(t), cost(t)) for t in trials]
+    kept = [t for t, p in zip(trials, points) if not any(dominates(q, p) for q in points)]
+    return sorted(kept, key=cost)
 
 
-def not_dominated_by(trials: list[FrozenTrial], others: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that none of `others` dominates."""
-    if not trials or not others:
-        return list(trials)
-    dominated = _dominance(others, trials).any(axis=0)
-    return [t for t, d in zip(trials, dominated) if not d]
+def not_dominated_by(trials: Sequence[FrozenTrial], others: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials that none of `others` dominates in (mAP, `latency_ms`)."""
+    points = [(average_map(o), latency_ms(o)) for o in others]
+    return [t for t in trials if not any(dominates(p, (average_map(t), latency_ms(t))) for p in points)]
 
 
-def hypervolume(trials: list[FrozenTrial], reference: tuple[float, float]) -> float:
-    """Area dominated by the trials and bounded by `reference` = (mAP, latency ms): larger is better."""
-    if not trials:
-        return 0.0
-    losses = np.array([[-t.values[0], latency_ms(t)] for t in trials])
-    inside = np.all(losses < np.array([-reference[0], reference[1]]), axis=1)
-    if not inside.any():
-        return 0.0
-    return float(compute_hypervolume(losses[inside], np.array([-reference[0], reference[1]])))
-
-
-def latency_source(study: optuna.Study, trials: list[FrozenTrial]) -> dict:
+def latency_source(study: optuna.Study, trials: Sequence[FrozenTrial]) -> dict:
     """Which figures the latency axis holds: the re-timing they come from, which trials carry a
     re-timed figure and which their first measurement."""
     retimed = study.user_attrs.get(RETIMED)
@@ -124,45 +129,83 @@ def latency_source(study: optuna.Study, trials: list[FrozenTrial]) -> dict:
     return source
 
 
+@dataclass(frozen=True)
+class ReferencePoint:
+    """The corner of the hypervolume: (mAP, cost); `how` says where it came from, for reports."""
+
+    average_mAP: float
+    cost: float
+    how: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def reference_point(study: optuna.Study, settings: ParetoSettings | None = None) -> ReferencePoint:
+    """The base model's latency (`base_latency_ms`: re-timed when the study was; or
+    `settings.latency_ms`) and its mAP minus `settings.map_tolerance`; `settings` default to what the
+    study's launch stored."""
+    settings = settings or ParetoSettings.model_validate(study.user_attrs.get("pareto", {}))
+    attrs = study.user_attrs
+    if "base_map" not in attrs:
+        raise ValueError(f"study {study.study_name!r} has no base model figures yet (its groundwork did not finish)")
+    latency = settings.latency_ms if settings.latency_ms is not None else base_latency_ms(study)
+    where = f"{latency:.3f} ms" + ("" if settings.latency_ms is not None else " (the base model's latency)")
+    return ReferencePoint(attrs["base_map"] - settings.map_tolerance, latency,
+                          f"mAP {attrs['base_map']:.4f} - {settings.map_tolerance:g} (the base model's minus the "
+                          f"tolerance) = {attrs['base_map'] - settings.map_tolerance:.4f}, latency {where}")
+
+
+def hypervolume(trials: Sequence[FrozenTrial], reference: ReferencePoint, cost: Cost = latency_ms) -> float:
+    """Area (mAP x cost) dominated by the trials and bounded by `reference`: larger is better."""
+    if not trials:
+        return 0.0
+    corner = np.array([-reference.average_mAP, reference.cost])
+    losses = np.array([[-average_map(t), cost(t)] for t in trials])
+    inside = np.all(losses < corner, axis=1)
+    if not inside.any():
+        return 0.0
+    return float(compute_hypervolume(losses[inside], corner))
+
+
 @dataclass
 class ParetoReport:
     front: list[TrialPoint]
-    greedy_chain: list[TrialPoint]
-    reference: tuple[float, float]
-    hypervolume_search: float
-    hypervolume_greedy: float
-    hypervolume_all: float
-    undominated_by_greedy: list[int]  # search trials that no greedy trial dominates
-    latency: dict                     # `latency_source`: re-timed or first figures
+    families: dict[str, list[TrialPoint]]  # each baseline family's trials, by number of drops
+    reference: ReferencePoint
+    hypervolume: dict[str, float]          # search, each family, "baselines" (their union), all
+    undominated_by_baselines: list[int]    # search trials no baseline trial dominates
+    latency: dict                          # `latency_source`: re-timed or first figures
+
+    def ratios(self) -> dict[str, float | None]:
+        """The search's hypervolume over each family's and over their union's (None where that is 0)."""
+        search = self.hypervolume[SEARCH]
+        return {name: (search / self.hypervolume[name] if self.hypervolume[name] else None)
+                for name in [*self.families, "baselines"]}
 
     def to_json(self) -> dict:
-        return {"front": [asdict(p) for p in self.front], "greedy_chain": [asdict(p) for p in self.greedy_chain],
-                "reference_point": {"average_mAP": self.reference[0], "latency_ms": self.reference[1]},
-                "hypervolume": {"search": self.hypervolume_search, "greedy": self.hypervolume_greedy,
-                                "all": self.hypervolume_all},
-                "search_trials_not_dominated_by_greedy": self.undominated_by_greedy, "latency": self.latency}
+        return {"front": [asdict(p) for p in self.front],
+                "families": {name: [asdict(p) for p in points] for name, points in self.families.items()},
+                "reference_point": self.reference.to_json(), "hypervolume": self.hypervolume,
+                "search_over_baseline": self.ratios(),
+                "search_trials_not_dominated_by_baselines": self.undominated_by_baselines, "latency": self.latency}
 
 
-def reference_point(study: optuna.Study, complete: list[FrozenTrial]) -> tuple[float, float]:
-    """mAP 0 and 10% above the slowest of the base model and every trial: every trial counts."""
-    slowest = max([latency_ms(t) for t in complete] + [base_latency_ms(study) or 0.0])
-    return 0.0, 1.1 * slowest
-
-
-def pareto_report(study: optuna.Study) -> ParetoReport:
+def pareto_report(study: optuna.Study, settings: ParetoSettings | None = None) -> ParetoReport:
     complete = complete_trials(study)
     if not complete:
         raise ValueError(f"study {study.study_name!r} has no complete trials yet")
-    greedy = [t for t in complete if t.user_attrs.get(BASELINE_ATTR) == GREEDY]
-    search = [t for t in complete if t.user_attrs.get(BASELINE_ATTR) != GREEDY]
-    reference = reference_point(study, complete)
+    reference = reference_point(study, settings)
+    by_family = {name: [t for t in complete if family(t) == name] for name in (SEARCH, *FAMILIES)}
+    baselines = [t for t in complete if family(t) != SEARCH]
+    volumes = {name: hypervolume(trials, reference) for name, trials in by_family.items()}
+    volumes.update(baselines=hypervolume(baselines, reference), all=hypervolume(complete, reference))
+    undominated = [t.number for t in not_dominated_by(by_family[SEARCH], baselines)]
     return ParetoReport(
         front=[_point(t) for t in front(complete)],
-        greedy_chain=[_point(t) for t in sorted(greedy, key=lambda t: len(t.user_attrs.get("drops", [])))],
-        reference=reference,
-        hypervolume_search=hypervolume(search, reference), hypervolume_greedy=hypervolume(greedy, reference),
-        hypervolume_all=hypervolume(complete, reference),
-        undominated_by_greedy=[t.number for t in not_dominated_by(search, greedy)],
+        families={name: [_point(t) for t in sorted(by_family[name], key=lambda t: len(t.user_attrs.get("drops", [])))]
+                  for name in FAMILIES},
+        reference=reference, hypervolume=volumes, undominated_by_baselines=undominated,
         latency=latency_source(study, complete))
 
 
@@ -173,7 +216,11 @@ def latency_axis_label(report: ParetoReport) -> str:
     return f"latency (ms, median, re-timed together: round {retiming['round']})"
 
 
-def plot_png(study: optuna.Study, report: ParetoReport, path: Path) -> None:
+_FAMILY_STYLE = {FAMILIES[0]: ("red", "s", "greedy PBD chain"),  # colours both matplotlib and plotly know
+                 FAMILIES[1]: ("darkorange", "^", "greedy chain + channel pruning")}
+
+
+def plot_png(study: optuna.Study, report: ParetoReport, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -185,25 +232,30 @@ def plot_png(study: optuna.Study, report: ParetoReport, path: Path) -> None:
         if trials:
             label = "trials" if not report.latency.get("retiming") else (
                 "trials, re-timed" if retimed else "trials, first measurement")
-            ax.scatter([latency_ms(t) for t in trials], [100 * t.values[0] for t in trials], s=18, label=label, **style)
+            ax.scatter([latency_ms(t) for t in trials], [100 * average_map(t) for t in trials], s=18, label=label,
+                       **style)
     ax.step([p.latency_ms for p in report.front], [100 * p.average_mAP for p in report.front], where="post",
             color="tab:blue", marker="o", label="Pareto front")
-    ax.plot([p.latency_ms for p in report.greedy_chain], [100 * p.average_mAP for p in report.greedy_chain],
-            color="tab:red", marker="s", linestyle="--", label="greedy PBD chain")
-    if "base_map" in study.user_attrs:
-        ax.scatter([base_latency_ms(study)], [100 * study.user_attrs["base_map"]], marker="*", s=150,
-                   color="black", label="base model")
+    for name, points in report.families.items():
+        color, marker, label = _FAMILY_STYLE[name]
+        ax.scatter([p.latency_ms for p in points], [100 * p.average_mAP for p in points], color=color, marker=marker,
+                   label=label)
+    ax.scatter([base_latency_ms(study)], [100 * study.user_attrs["base_map"]], marker="*", s=150,
+               color="black", label="base model")
+    ax.axhline(100 * report.reference.average_mAP, color="0.4", linewidth=0.8, linestyle=":")
+    ax.axvline(report.reference.cost, color="0.4", linewidth=0.8, linestyle=":", label="reference point")
     ax.set_xlabel(latency_axis_label(report))
     ax.set_ylabel("average mAP (%)")
-    ax.set_title(f"{study.study_name}: HV search {report.hypervolume_search:.3g} vs greedy {report.hypervolume_greedy:.3g}")
+    ratio = report.ratios()["baselines"]
+    ax.set_title(f"{study.study_name}: HV search / baselines " + (f"{ratio:.3f}" if ratio is not None else "n/a"))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_html(study: optuna.Study, report: ParetoReport, path: Path) -> None:
+def plot_html(study: optuna.Study, report: ParetoReport, path) -> None:
     """The same as `plot_png`, interactive (plotly): each trial's number, schedule and both
     latency figures on hover."""
     import plotly.graph_objects as go
@@ -213,15 +265,16 @@ def plot_html(study: optuna.Study, report: ParetoReport, path: Path) -> None:
              f"<br>{'re-timed' if RETIMED_MS in t.user_attrs else 'first measurement'} {latency_ms(t):.2f} ms"
              f"<br>first measurement {t.values[1]:.2f} ms" for t in complete]
     figure = go.Figure([
-        go.Scatter(x=[latency_ms(t) for t in complete], y=[t.values[0] for t in complete], mode="markers",
+        go.Scatter(x=[latency_ms(t) for t in complete], y=[average_map(t) for t in complete], mode="markers",
                    name="trials", marker={"color": "grey"}, hovertext=hover),
         go.Scatter(x=[p.latency_ms for p in report.front], y=[p.average_mAP for p in report.front],
                    mode="lines+markers", line={"shape": "hv", "color": "blue"}, name="Pareto front"),
-        go.Scatter(x=[p.latency_ms for p in report.greedy_chain], y=[p.average_mAP for p in report.greedy_chain],
-                   mode="lines+markers", name="greedy PBD chain", line={"dash": "dash", "color": "red"}),
     ])
-    if "base_map" in study.user_attrs:
-        figure.add_trace(go.Scatter(x=[base_latency_ms(study)], y=[study.user_attrs["base_map"]], mode="markers",
-                                    name="base model", marker={"symbol": "star", "size": 14, "color": "black"}))
+    for name, points in report.families.items():
+        color, _, label = _FAMILY_STYLE[name]
+        figure.add_trace(go.Scatter(x=[p.latency_ms for p in points], y=[p.average_mAP for p in points],
+                                    mode="markers", name=label, marker={"color": color}))
+    figure.add_trace(go.Scatter(x=[base_latency_ms(study)], y=[study.user_attrs["base_map"]], mode="markers",
+                                name="base model", marker={"symbol": "star", "size": 14, "color": "black"}))
     figure.update_layout(title=study.study_name, xaxis_title=latency_axis_label(report), yaxis_title="average mAP")
     figure.write_html(str(path), include_plotlyjs=True)

@@ -1,5 +1,5 @@
 """A live one-line view of a running study, read from its storage (so it counts every driver's
-trials): done / running / failed / queued, front size, best mAP; and the lines a launch prints
+trials): done / running / pruned / failed / queued, front size, best mAP; and the lines a launch prints
 above it (groundwork progress, failed trials)."""
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class StudyProgress:
         best = max((t.values[0] for t in complete), default=float("nan"))
         front = len(self.study.best_trials) if complete else 0
         return (f"[bold]{escape(self.study.study_name)}[/bold]  done {count[TrialState.COMPLETE]}  "
-                f"running {count[TrialState.RUNNING]}  failed {count[TrialState.FAIL]}  "
+                f"running {count[TrialState.RUNNING]}  pruned {count[TrialState.PRUNED]}  failed {count[TrialState.FAIL]}  "
                 f"queued {count[TrialState.WAITING]}  front {front}  best mAP {100 * best:.2f}")
 
     def say(self, line: str) -> None:

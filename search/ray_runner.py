@@ -17,13 +17,16 @@ from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from .fidelity import stop_from_json, stop_to_json
 from .lifecycle import StudyDriver, attempt
-from .objective import LATENCY, MAP, TrialOutcome, TrialRunner
+from .objective import LATENCY, MAP, TrialOutcome, TrialRunner, Work
 from .spec import StudySpec
 from .study import Groundwork, groundwork_steps, prepare_runner, run_groundwork
 from .timing import LocalTiming, RayTiming, TimingService, actor_resources, timing_actor
 
-TRIAL_NUMBER = "optuna_trial_number"  # in a Tune trial's config beside the Optuna parameters
+# In a Tune trial's config beside the Optuna parameters: the Optuna trial, the rung to run, what
+# stops it before alignment. One Tune trial runs one piece of work (`search.objective.Work`).
+TRIAL_NUMBER, RUNG, STOP = "optuna_trial_number", "rung", "stop_before_alignment"
 STATE, REASON, ATTRS = "trial_state", "fail_reason", "attrs_json"
 _worker_runners: dict[str, TrialRunner] = {}
 
@@ -39,8 +42,9 @@ def run_trial(config: dict[str, Any], spec_json: str) -> None:
     runner = _worker_runners.get(spec_json)
     if runner is None:
         runner = _worker_runners[spec_json] = TrialRunner(StudySpec.model_validate_json(spec_json))
-    params = {k: v for k, v in config.items() if k != TRIAL_NUMBER}
-    outcome = attempt(runner, params, f"trial-{config[TRIAL_NUMBER]}")
+    params = {k: v for k, v in config.items() if k not in (TRIAL_NUMBER, RUNG, STOP)}
+    work = Work(params, f"trial-{config[TRIAL_NUMBER]}", config[RUNG], stop_from_json(config[STOP]))
+    outcome = attempt(runner, work)
     values = outcome.values or (math.nan, math.nan)
     # Tune flattens nested result dicts into "attrs/key" columns; one JSON string arrives whole.
     tune.report({MAP: values[0], LATENCY: values[1], STATE: outcome.state.name, REASON: outcome.reason,
@@ -54,16 +58,17 @@ def _outcome(result: dict | None, error: bool, max_failures: int) -> TrialOutcom
                                    "see the Ray logs of the trial")
     if not result or STATE not in result:
         return TrialOutcome.failed("Tune stopped the trial before it reported (time budget or shutdown)")
-    attrs = json.loads(result[ATTRS])
-    if result[STATE] != TrialState.COMPLETE.name:
-        return TrialOutcome(TrialState[result[STATE]], attrs=attrs, reason=result[REASON])
-    return TrialOutcome.complete((result[MAP], result[LATENCY]), attrs, Path(result["checkpoint"]))
+    attrs, state = json.loads(result[ATTRS]), TrialState[result[STATE]]
+    values = (result[MAP], result[LATENCY]) if state in (TrialState.COMPLETE, TrialState.RUNNING) else None
+    checkpoint = Path(result["checkpoint"]) if result["checkpoint"] else None
+    return TrialOutcome(state, values, attrs, checkpoint, result[REASON])
 
 
 class StudySearcher(Searcher):
-    """Tune's searcher over a `StudyDriver`: each Tune trial runs one Optuna trial the driver gave
-    out (a new one, or one whose schedule another trial was running); results go back through it.
-    No metric is declared to Tune: the driver, not Tune, judges results."""
+    """Tune's searcher over a `StudyDriver`: each Tune trial runs one piece of work of an Optuna
+    trial the driver gave out (a new one, one whose schedule another trial was running, one
+    promoted to its next rung); results go back through it. No metric is declared to Tune and no
+    Tune scheduler stops trials: the driver, not Tune, judges results (`search.fidelity`)."""
 
     def __init__(self, driver: StudyDriver, max_failures: int) -> None:
         super().__init__()
@@ -78,7 +83,8 @@ class StudySearcher(Searcher):
         if flight is None:
             return None  # Tune asks again on its next step
         self._flights[trial_id] = flight
-        return {**flight.params, TRIAL_NUMBER: flight.number}
+        work = self.driver.work(flight)
+        return {**work.params, TRIAL_NUMBER: flight.number, RUNG: work.rung, STOP: stop_to_json(work.stop)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         flight = self._flights.pop(trial_id, None)

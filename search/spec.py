@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pruning.alignment import AlignmentConfig
 from pruning.selection import SelectionConfig
 from tadmodels.profile.latency import TimingConfig
-from tadmodels.spec import ExperimentSpec, SpecError, load_spec
+from tadmodels.spec import ExperimentSpec, SpecError, added_field, load_spec
 
 
 class SearchSpace(BaseModel):
@@ -114,6 +114,61 @@ class RunnerSettings(BaseModel):
         return self
 
 
+class Rung(BaseModel):
+    """One lower rung of multi-fidelity: every alignment step of a schedule runs `epochs` (0: drops
+    and channel pruning without alignment), then the model is scored on `split`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(ge=0, description="alignment epochs per step at this rung; 0: no alignment")
+    split: Literal["train", "test"] = Field(default="train", description="where the rung's mAP is measured: "
+                                            "data.train_subset (no test data in the decision) or data.test_subset")
+
+
+class FidelitySettings(BaseModel):
+    """Multi-fidelity (`search.fidelity`): a trial is timed first and stopped before any alignment
+    when it is over the latency budget or dominated even at an optimistic mAP; then it climbs the
+    `rungs` and the full alignment (the last rung, scored on the test split like every trial),
+    going up only while it is competitive at its rung."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rungs: list[Rung] = Field(min_length=1, description="the lower rungs, cheapest first")
+    eta: float = Field(default=2.0, gt=1, description="successive halving's factor: of the trials at a rung at "
+                       "similar or lower latency, about 1/eta go up")
+    latency_slack: float = Field(default=0.05, ge=0, description="a trial's peers at a rung are the trials there "
+                                 "at most this fraction slower than it")
+    min_peers: int = Field(default=2, ge=0, description="a trial with fewer peers at a rung goes up: too few to judge by")
+    optimism: float = Field(default=0.0, ge=0, description="the optimistic mAP of a schedule before alignment: the "
+                            "base model's plus this")
+
+    @model_validator(mode="after")
+    def _rising(self) -> "FidelitySettings":
+        epochs = [rung.epochs for rung in self.rungs]
+        if any(b <= a for a, b in zip(epochs, epochs[1:])):
+            raise ValueError(f"rungs: epochs must rise from rung to rung, got {epochs}")
+        return self
+
+
+class SeededStart(BaseModel):
+    """The first proposals drawn around the greedy chain (`search.seeding`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int = Field(ge=1, description="schedules enqueued after the baselines")
+    temperature: float = Field(default=0.5, gt=0, description="how far from greedy each step's choice strays, in "
+                               "units of the spread of that step's selection scores")
+
+
+class ParetoSettings(BaseModel):
+    """The reference point of every hypervolume a study reports (`search.pareto.reference_point`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    map_tolerance: float = Field(default=0.05, ge=0, le=1, description="reference mAP: the base model's minus this")
+    latency_ms: float | None = Field(default=None, gt=0, description="reference latency; None: the base model's")
+
+
 class StudySpec(ExperimentSpec):
     """Everything `tadprune study launch` needs. `base_model` is trained from the experiment
     sections when the directory does not exist yet."""
@@ -123,6 +178,9 @@ class StudySpec(ExperimentSpec):
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     latency: LatencySettings = Field(default_factory=LatencySettings)
+    fidelity: FidelitySettings | None = added_field(None, description="multi-fidelity; None: every trial aligns fully")
+    seeded_start: SeededStart | None = added_field(None, description="proposals around the greedy chain first; None: none")
+    pareto: ParetoSettings = Field(default_factory=ParetoSettings)
     sampler: Literal["nsga2", "tpe", "gp", "random"] = "nsga2"
     population_size: int = Field(default=8, ge=2, description="NSGA-II population")
     seed: int = 0
@@ -131,6 +189,9 @@ class StudySpec(ExperimentSpec):
     timeout_s: float | None = Field(default=None, gt=0, description="a launch starts no trial after this many seconds")
     max_failed_trials: int = Field(default=20, ge=1, description="a launch starts no trial after this many of its "
                                    "trials failed (a study whose every trial fails would never reach n_trials)")
+    max_repeated_proposals: int = Field(default=200, ge=1, description="a launch starts no trial after the sampler "
+                                        "proposed this many schedules in a row that had run already (the search "
+                                        "space is exhausted, or nearly)")
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     storage: str | None = Field(default=None, description="SQLAlchemy URL; None: sqlite:///studies/<name>.db")
     artifacts: Path | None = Field(default=None, description="artifact and cache directory; None: studies/<name>.artifacts")
@@ -139,6 +200,9 @@ class StudySpec(ExperimentSpec):
     def _budget(self) -> "StudySpec":
         if self.n_trials is None and self.timeout_s is None:
             raise ValueError("give n_trials or timeout_s (or both)")
+        if self.fidelity is not None and self.fidelity.rungs[-1].epochs >= self.alignment.epochs:
+            raise ValueError(f"fidelity.rungs: a lower rung's epochs ({self.fidelity.rungs[-1].epochs}) must be below "
+                             f"the full alignment's (alignment.epochs {self.alignment.epochs})")
         return self
 
     @model_validator(mode="after")
@@ -192,8 +256,8 @@ class StudySpec(ExperimentSpec):
     def search_fields(self) -> dict:
         """What defines the study's trials; a resume under the same name must match it. The budget,
         runner, storage and artifact place may change between launches."""
-        return self.model_dump(mode="json", exclude={"n_trials", "timeout_s", "max_failed_trials", "runner", "storage",
-                                                     "artifacts"})
+        return self.model_dump(mode="json", exclude={"n_trials", "timeout_s", "max_failed_trials", "max_repeated_proposals",
+                                                     "runner", "storage", "artifacts", "pareto"})
 
 
 def load_study_spec(path: Path) -> StudySpec:

@@ -1,6 +1,6 @@
 """The Optuna study behind a search: its storage, created or resumed under a spec, its groundwork
-(the base model's figures and the greedy Progressive Block Drop chain, computed once per study)
-and the greedy chain's baseline trials."""
+(the base model's figures and the greedy Progressive Block Drop chain, computed once per study),
+the baseline families' trials and the seeded start."""
 from __future__ import annotations
 
 import json
@@ -24,12 +24,15 @@ from tadmodels.spec import load_spec
 from tadmodels.training import Experiment, train_and_save
 
 from .claims import StudyClaims, creating_tables
-from .encoding import DROPS, ScheduleEncoding
-from .objective import LATENCY, MAP, TrialRunner
+from .encoding import ScheduleEncoding
+from .objective import LATENCY, MAP, Compute, TrialRunner
+from .seeding import seeded_params
 from .spec import StudySpec
 
 METRIC_NAMES = [MAP, LATENCY]
-BASELINE_ATTR, GREEDY = "baseline", "greedy"
+BASELINE_ATTR, GREEDY, GREEDY_CHANNELS = "baseline", "greedy", "greedy+channels"
+FAMILIES = (GREEDY, GREEDY_CHANNELS)
+SEEDED_ATTR = "seeded_start"
 CONSTRAINTS_KEY = "constraints"  # the system attribute optuna-dashboard 0.21 and Optuna 5 samplers read
 
 
@@ -102,19 +105,6 @@ def constraint_values(user_attrs: dict, budgets: dict) -> list[float]:
     return values
 
 
-def make_sampler(spec: StudySpec, seed: int) -> optuna.samplers.BaseSampler:
-    """The spec's sampler with `seed` (each launch has its own, see `StudyDriver`). Budgets reach
-    it through each trial's stored constraints, which Optuna 5 samplers read (its
-    `constraints_func` argument is deprecated)."""
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population_size, seed=seed)
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if spec.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
 def check_against_model_and_data(spec: StudySpec) -> list[str]:
     """What the spec can only be checked against: the model's droppable blocks (the base model's
     own config when it exists, else the spec's model, built on the meta device, so no weights) and
@@ -178,6 +168,7 @@ class Groundwork:
     base_latency_ms: float | None = None
     chain: list[str] | None = None
     selection_scores: list[dict] | None = None
+    chain_compute: Compute | None = None  # the chain's alignment: what the greedy baseline costs
 
 
 def prepare_runner(spec: StudySpec, show_progress: bool = True) -> TrialRunner:
@@ -208,23 +199,26 @@ def groundwork_steps(runner: TrialRunner, needed: dict[str, bool]) -> Iterator[s
         work.chain, work.selection_scores = [], []
         # Computing as a trial does: no timing of these devices on this host meanwhile.
         with runner.computing():
-            yield from _greedy_chain(runner, work.chain, work.selection_scores)
+            work.chain_compute = yield from _greedy_chain(runner, work.chain, work.selection_scores)
     yield work
 
 
 def _greedy_chain(runner: TrialRunner, chain: list[str], scores: list[dict]) -> Iterator[str]:
+    """Yields progress; returns the alignment compute the chain spent."""
     spec, experiment = runner.spec, runner.experiment
     allowed = set(runner.encoding.blocks)
     train_set = experiment.dataset(spec.data.train_subset)
-    model, steps = runner.base, spec.search.max_drops
+    model, steps, compute = runner.base, spec.search.max_drops, Compute()
     for step in range(1, steps + 1):
         yield f"greedy step {step}/{steps}: scoring {len(allowed - set(chain))} blocks ({spec.selection.criterion})"
         selection = select_block(model, train_set, spec.selection, spec.eval.tious).restricted(allowed - set(chain))
         chain.append(selection.chosen)
         scores.append(selection.to_json())
         yield f"greedy step {step}/{steps}: drop {selection.chosen}, aligning"
-        model = drop_step(experiment, runner.base, model, selection.chosen, spec.alignment)
+        model, spent = runner.timed(drop_step, model, selection.chosen, spec.alignment)
+        compute = compute.add(spent)
         runner.prefixes.put(chain, model)
+    return compute
 
 
 def run_groundwork(steps: Iterator[str | Groundwork], say: Callable[[str], None]) -> Groundwork:
@@ -264,32 +258,63 @@ def record_groundwork(study: optuna.Study, work: Groundwork) -> None:
         study.set_user_attr("base_map", work.base_map)
     if work.chain is not None:
         study.set_user_attr("greedy_selection_scores", work.selection_scores)
+        study.set_user_attr("greedy_alignment_compute", work.chain_compute.to_json())
         study.set_user_attr("greedy_chain", work.chain)
 
 
-def _baseline_step(trial: optuna.trial.FrozenTrial) -> int | None:
-    """Which prefix of the greedy chain a baseline trial runs: its number of drops (a waiting
-    trial has its parameters as `fixed_params` only)."""
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
-    return params.get(DROPS)
+def baseline_schedules(chain: list[str], encoding: ScheduleEncoding) -> list[tuple[str, dict]]:
+    """The baseline families as (family, parameters): `greedy`, every prefix of the greedy chain
+    (1 to max_drops drops); `greedy+channels`, the paper's combination, every prefix (the empty one
+    too: channel pruning alone) followed by each non-zero channel ratio of the search space. They
+    share the chain's aligned prefixes, so the second family aligns one channel step per trial."""
+    ratios = [r for r in encoding.space.channel_ratios if r > 0]
+    return ([(GREEDY, encoding.encode(chain, k)) for k in range(1, len(chain) + 1)]
+            + [(GREEDY_CHANNELS, encoding.encode(chain, k, r)) for k in range(len(chain) + 1) for r in ratios])
+
+
+def _params(trial: optuna.trial.FrozenTrial) -> dict:
+    """A trial's parameters (a waiting trial has them as `fixed_params` only)."""
+    return trial.params or trial.system_attrs.get("fixed_params", {})
 
 
 def enqueue_missing_baseline(study: optuna.Study, claims: StudyClaims, encoding: ScheduleEncoding) -> int:
-    """Enqueue, as trials marked `baseline = greedy`, each prefix of the greedy chain that no
-    complete, running or waiting trial covers: the whole chain after the groundwork, a prefix
-    again after its trial failed or its driver died. One driver at a time (a claim), so a prefix
-    is never queued twice. Returns how many were enqueued."""
+    """Enqueue, as trials marked `baseline = <family>`, each baseline schedule (`baseline_schedules`)
+    that no complete, running or waiting baseline trial covers: all of them after the groundwork, one
+    again after its trial failed or its driver died. One driver at a time (a claim), so a schedule is
+    never queued twice. Returns how many were enqueued."""
     chain = study.user_attrs.get("greedy_chain")
     if not chain or not claims.claim("baseline").held:
         return 0
     try:
-        covered = {_baseline_step(t) for t in study.get_trials(deepcopy=False)
-                   if t.user_attrs.get(BASELINE_ATTR) == GREEDY
+        covered = {encoding.decode(_params(t)).key() for t in study.get_trials(deepcopy=False)
+                   if t.user_attrs.get(BASELINE_ATTR) in FAMILIES
                    and t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
-        missing = [step for step in range(1, len(chain) + 1) if step not in covered]
-        for step in missing:
-            study.enqueue_trial(encoding.encode(chain[:step]), user_attrs={BASELINE_ATTR: GREEDY})
+        missing = [(family, params) for family, params in baseline_schedules(chain, encoding)
+                   if encoding.decode(params).key() not in covered]
+        for family, params in missing:
+            study.enqueue_trial(params, user_attrs={BASELINE_ATTR: family})
         return len(missing)
+    finally:
+        claims.release("baseline")
+
+
+def enqueue_seeded_start(study: optuna.Study, claims: StudyClaims, encoding: ScheduleEncoding, spec: StudySpec) -> int:
+    """Once per study, after the baselines: `spec.seeded_start.trials` schedules drawn around the
+    greedy chain (`search.seeding`), marked `seeded_start`. Returns how many were enqueued."""
+    settings = spec.seeded_start
+    if settings is None or SEEDED_ATTR in study.user_attrs or "greedy_chain" not in study.user_attrs:
+        return 0
+    if not claims.claim("baseline").held:
+        return 0
+    try:
+        if SEEDED_ATTR in study.user_attrs:  # another driver enqueued them meanwhile
+            return 0
+        params = seeded_params(study.user_attrs["greedy_selection_scores"], encoding, settings.trials,
+                               settings.temperature, spec.seed)
+        for vector in params:
+            study.enqueue_trial(vector, user_attrs={SEEDED_ATTR: True})
+        study.set_user_attr(SEEDED_ATTR, len(params))
+        return len(params)
     finally:
         claims.release("baseline")
 

@@ -44,8 +44,9 @@ def runner_kind(request):
 def test_a_failing_trial_fails_alone_and_damaged_cache_entries_are_recomputed(tiny_setting, tmp_path, runner_kind,
                                                                              capsys):
     # One complete trial: no search trial runs, so none can draw the failed trial's schedule and
-    # answer its retry below from its own result.
-    path = spec_copy(tiny_setting, tmp_path, n_trials=1,
+    # answer its retry below from its own result. The greedy family alone (no channel ratios), so
+    # the retried trial is the next one queued.
+    path = spec_copy(tiny_setting, tmp_path, n_trials=1, search={"max_drops": 2, "channel_ratios": [0.0]},
                      runner={"kind": runner_kind, "max_concurrent": 2, "resources": {"cpu": 1}})
     # Trial 0 (the greedy chain's first prefix) cannot write its checkpoint: a file stands where its
     # directory goes, as a full or broken disk would stop it after all its work.

@@ -16,44 +16,57 @@ from pipeline_fixtures import spec_copy
 from search.cli import app
 from search.encoding import PRIORITY
 from search.launch import launch
+from search.pareto import base_latency_ms
 from search.spec import load_study_spec
 
 
-def baseline_trials(study: optuna.Study) -> list:
-    return [t for t in study.get_trials() if t.user_attrs.get("baseline") == "greedy"]
+def baseline_trials(study: optuna.Study, family: str = "greedy") -> list:
+    return [t for t in study.get_trials() if t.user_attrs.get("baseline") == family]
 
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_local_study_records_baseline_attributes_and_resumes(tiny_setting, tmp_path):
-    path = spec_copy(tiny_setting, tmp_path)
+def test_local_study_records_baseline_families_and_resumes(tiny_setting, tmp_path):
+    # 2 greedy prefixes + 3 of the chain followed by 50% channels (0, 1 and 2 drops) + 2 search trials.
+    path = spec_copy(tiny_setting, tmp_path, n_trials=7)
     result = run("study", "launch", path, "--quiet", "--max-latency-ms", "1e6")
     assert result.exit_code == 0, result.output
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.load_study(study_name="tiny", storage=storage)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 4 and len(study.directions) == 2
+    assert len(complete) == 7 and len(study.directions) == 2
     assert study.metric_names == ["average_mAP", "latency_ms"]
     chain = study.user_attrs["greedy_chain"]
     assert [t.user_attrs["drops"] for t in baseline_trials(study)] == [chain[:1], chain[:2]]
+    combination = baseline_trials(study, "greedy+channels")
+    assert [(t.user_attrs["drops"], t.user_attrs["channel_ratios"]) for t in combination] == [
+        ([], {"*": 0.5}), (chain[:1], {"*": 0.5}), (chain[:2], {"*": 0.5})]
     attrs = complete[-1].user_attrs
     for key in ("schedule", "per_tiou", "latency_median_ms", "latency_iqr_ms", "macs", "params", "latency_device",
-                "wall_time_s", "cache", "checkpoint_artifacts"):
+                "wall_time_s", "cache", "checkpoint_artifacts", "alignment_compute"):
         assert key in attrs
     # The latency budget, in the attribute optuna-dashboard reads and Optuna's samplers see as constraints.
     assert complete[-1].system_attrs["constraints"][0] < 0
     assert list(complete[-1].constraints.values()) == complete[-1].system_attrs["constraints"]
-    # The baseline's aligned prefixes were cached when the chain was computed: its trials align nothing.
+    # The chain's aligned prefixes were cached when it was computed: greedy trials align nothing, the
+    # combination aligns its channel step only, from the chain's prefix, and records that compute.
     assert all(t.user_attrs["cache"]["alignment_steps_run"] == 0 for t in baseline_trials(study))
+    assert all(t.user_attrs["alignment_compute"]["epochs"] == 0 for t in baseline_trials(study))
+    for trial in combination:
+        assert trial.user_attrs["cache"]["prefix_reused"] == len(trial.user_attrs["drops"])
+        assert trial.user_attrs["cache"]["alignment_steps_run"] == 1
+        assert trial.user_attrs["alignment_compute"]["epochs"] == 1
+        assert trial.user_attrs["alignment_compute"]["video_epochs"] == 4  # 1 epoch x 4 training videos
+    assert study.user_attrs["greedy_alignment_compute"]["epochs"] == 2
 
-    again = run("study", "launch", path, "--quiet", "--n-trials", "6", "--max-latency-ms", "1e6")
+    again = run("study", "launch", path, "--quiet", "--n-trials", "9", "--max-latency-ms", "1e6")
     assert again.exit_code == 0, again.output
     study = optuna.load_study(study_name="tiny", storage=storage)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 6
-    assert len(baseline_trials(study)) == 2
+    assert len(complete) == 9
+    assert len(baseline_trials(study)) == 2 and len(baseline_trials(study, "greedy+channels")) == 3  # enqueued once
     # The resumed launch samples with its own seed (recorded), so it explores instead of proposing
     # the first launch's parameters again.
     sampled = {launch: [t.params for t in complete if t.user_attrs["launch"] == launch and "baseline" not in t.user_attrs]
@@ -63,11 +76,21 @@ def test_local_study_records_baseline_attributes_and_resumes(tiny_setting, tmp_p
     assert {t.user_attrs["sampler_seed"] for t in complete} == {0, 1}
 
     # `--out` is a prefix: its dots stay.
-    pareto = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front.v2", "--json")
+    pareto = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front.v2", "--json",
+                 "--map-tolerance", "0.5")
     assert pareto.exit_code == 0, pareto.output
     report = json.loads(pareto.output.strip().splitlines()[-1])
-    assert report["hypervolume"]["all"] >= max(report["hypervolume"]["search"], report["hypervolume"]["greedy"])
+    volumes = report["hypervolume"]
+    assert volumes["all"] >= max(volumes["search"], volumes["baselines"])
+    assert volumes["baselines"] >= max(volumes["greedy"], volumes["greedy+channels"])
+    reference = report["reference_point"]
+    assert reference["average_mAP"] == pytest.approx(study.user_attrs["base_map"] - 0.5)
+    # The base model's latency as the launch re-timed it at its end (search.retime).
+    assert reference["cost"] == base_latency_ms(study) == study.user_attrs["base_latency_retimed_ms"]
+    assert "tolerance" in reference["how"]
     assert (tmp_path / "front.v2.png").stat().st_size > 0 and (tmp_path / "front.v2.html").stat().st_size > 0
+    table = run("study", "pareto", "--storage", storage, "--study", "tiny", "--out", tmp_path / "front")
+    assert "reference point: mAP" in table.output and "greedy+channels" in table.output
 
     exported = run("study", "export", "--storage", storage, "--study", "tiny", "--min-map", "0", "--out", tmp_path / "best.json")
     assert exported.exit_code == 0, exported.output
@@ -100,22 +123,27 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_setting, tmp_pat
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 2
 
 
-def test_a_repeated_schedule_takes_the_earlier_trials_result(tiny_setting, tmp_path):
-    path = spec_copy(tiny_setting, tmp_path, n_trials=2)
+def test_a_repeated_schedule_is_pruned_at_no_trial_slot(tiny_setting, tmp_path):
+    no_channels = {"max_drops": 2, "channel_ratios": [0.0]}  # the greedy family only: 2 baseline trials
+    path = spec_copy(tiny_setting, tmp_path, n_trials=2, search=no_channels)
     assert run("study", "launch", path, "--quiet").exit_code == 0
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
     first = study.trials[0]
-    # Other priority keys, the same schedule: only the highest-priority block drops.
+    # Other priority keys, the same schedule (only the highest-priority block drops), proposed as a search trial.
     study.enqueue_trial({**first.params, **{k: 0.5 for k in first.params if k.startswith(PRIORITY)
                                             and first.params[k] == 0.0}})
-    assert run("study", "launch", path, "--quiet", "--n-trials", "3").exit_code == 0
-    again = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}").trials[2]
-    assert again.params != first.params and again.state == TrialState.COMPLETE
-    assert again.user_attrs["cache"] == {"prefix_reused": 1, "alignment_steps_run": 0, "latency_hit": True,
-                                         "result_hit": True, "discarded": []}
-    assert again.user_attrs["repeat_of"] == first.number and again.values == first.values
-    assert again.user_attrs["schedule"] == first.user_attrs["schedule"]
-    assert again.user_attrs["checkpoint_artifacts"] == first.user_attrs["checkpoint_artifacts"]
+    result = run("study", "launch", path, "--n-trials", "3")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "as a repeat (no trial slot used)" in text and "trial 2 pruned as a repeat (no trial slot used): repeat of trial 0" in text
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    again = study.trials[2]
+    assert again.params != first.params and again.state == TrialState.PRUNED
+    assert again.user_attrs["repeat_of"] == first.number and again.user_attrs["repeat_values"] == first.values
+    assert again.user_attrs["prune_reason"].startswith(f"repeat of trial {first.number}")
+    # The repeat took no slot: the launch ran another trial to reach 3 complete ones.
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    assert study.trials[-1].state == TrialState.COMPLETE and "repeat_of" not in study.trials[-1].user_attrs
 
 
 def test_spec_errors_name_the_field(tiny_setting, tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -59,11 +60,12 @@ def print_status(study) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from search.lifecycle import PRUNE_REASON
     from search.pareto import BASE_RETIMED
 
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
-    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL):
+    for state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING, TrialState.PRUNED, TrialState.FAIL):
         table.add_row(state.name.lower(), str(sum(t.state == state for t in trials)))
     console.print(table)
     attrs = study.user_attrs
@@ -79,13 +81,39 @@ def print_status(study) -> None:
         console.print(f"Pareto front: {len(front(complete_trials(study)))} trials; "
                       f"best mAP {100 * max(t.values[0] for t in complete):.2f}")
         console.print(retiming_line(study), highlight=False)
-        repeats = sum(t.user_attrs.get("cache", {}).get("result_hit", False) for t in complete)
-        if repeats:
-            console.print(f"{repeats} trials took their result from the result cache (a schedule already run)")
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    if pruned:
+        where = Counter(_pruned_where(t.user_attrs) for t in pruned)
+        console.print("pruned: " + ", ".join(f"{count} {key}" for key, count in sorted(where.items())), highlight=False)
+        for trial in pruned[-10:]:
+            line = (f"trial {trial.number} pruned {_pruned_where(trial.user_attrs)}{_rung_values(trial.user_attrs)}: "
+                    f"{trial.user_attrs.get(PRUNE_REASON, 'no reason recorded')}")
+            console.print(escape(line), highlight=False)
     failed = [t for t in trials if t.state == TrialState.FAIL]
     for trial in failed[-5:]:
         reason = trial.user_attrs.get("fail_reason", "no reason recorded")
         console.print(f"trial {trial.number} failed: {escape(reason)}", highlight=False)
+
+
+def _pruned_where(attrs: dict) -> str:
+    """Where a PRUNED trial stopped, from its attributes (`search.lifecycle`)."""
+    from search.lifecycle import BEFORE_ALIGNMENT, PRUNED_AT, REPEAT_OF
+
+    if REPEAT_OF in attrs:
+        return "as a repeat (no trial slot used)"
+    stopped = attrs.get(PRUNED_AT)
+    if stopped is None:
+        return "(where not recorded)"
+    return BEFORE_ALIGNMENT if stopped == BEFORE_ALIGNMENT else f"at rung {stopped}"
+
+
+def _rung_values(attrs: dict) -> str:
+    """The rungs a trial reached, as ` [rung 0: mAP 41.20 at 3.10 ms; ...]` (empty when none)."""
+    from search.lifecycle import RUNGS
+
+    rungs = attrs.get(RUNGS) or []
+    return (" [" + "; ".join(f"rung {r['rung']} ({r['epochs']} ep, {r['split']}): mAP {100 * r['average_mAP']:.2f} at "
+                             f"{r['latency_ms']:.2f} ms" for r in rungs) + "]") if rungs else ""
 
 
 def retiming_line(study) -> str:
@@ -112,6 +140,10 @@ def study_pareto(
     storage: StorageOption, study: StudyOption,
     out: Annotated[Optional[Path], typer.Option(
         help="PNG/HTML prefix: writes PREFIX.png and PREFIX.html; default studies/<study>.pareto")] = None,
+    map_tolerance: Annotated[Optional[float], typer.Option(
+        min=0, max=1, help="reference point: the base model's mAP minus this (default: the spec's pareto.map_tolerance)")] = None,
+    ref_latency_ms: Annotated[Optional[float], typer.Option(
+        min=0, help="reference point's latency (default: the spec's pareto.latency_ms, else the base model's)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     retime: Annotated[bool, typer.Option(
         help="first time the base model, the greedy chain and the front again, together, and store the figures")] = False,
@@ -120,10 +152,12 @@ def study_pareto(
     address: Annotated[Optional[str], typer.Option(help="with --retime --runner ray: the Ray cluster's address "
                                                         "(else RAY_ADDRESS, else a local Ray)")] = None,
 ) -> None:
-    """The Pareto front as a table, the hypervolume of the search's front against the greedy chain's,
-    and PNG (matplotlib) and HTML (plotly) plots with the greedy chain drawn. Latency is the study's
-    re-timed figure where there is one (see `--retime`), else the first measurement."""
+    """The Pareto front as a table; the hypervolume of the search's front, of each baseline family's
+    (the greedy chain; the chain followed by channel pruning) and of their union, within the
+    reference point; PNG (matplotlib) and HTML (plotly) plots with the families drawn. Latency is the
+    study's re-timed figure where there is one (see `--retime`), else the first measurement."""
     from search.pareto import pareto_report, plot_html, plot_png
+    from search.spec import ParetoSettings
 
     if not retime and (runner != "local" or address is not None):
         raise typer.BadParameter("goes with --retime only", param_hint="--runner / --address")
@@ -131,7 +165,10 @@ def study_pareto(
         handle = open_existing_study(storage, study)
         if retime:
             retime_now(handle, storage, runner, address, quiet=as_json)
-        report = pareto_report(handle)
+        stored = ParetoSettings.model_validate(handle.user_attrs.get("pareto", {}))
+        settings = stored.model_copy(update={k: v for k, v in {"map_tolerance": map_tolerance,
+                                                               "latency_ms": ref_latency_ms}.items() if v is not None})
+        report = pareto_report(handle, settings)
     prefix = out or Path("studies") / f"{study}.pareto"
     if prefix.suffix in (".png", ".html"):
         prefix = prefix.with_suffix("")
@@ -158,11 +195,14 @@ def study_pareto(
                       f"{point.latency_first_ms:.2f}" if point.retimed else "-", f"{point.macs / 1e9:.3f}", point.kind)
     console.print(table)
     console.print(retiming_line(handle), highlight=False)
-    mAP_ref, latency_ref = report.reference
-    console.print(f"hypervolume (reference point: mAP {mAP_ref:.2f}, latency {latency_ref:.2f} ms): "
-                  f"search {report.hypervolume_search:.4f}, greedy chain {report.hypervolume_greedy:.4f}, "
-                  f"all {report.hypervolume_all:.4f}")
-    console.print(f"search trials no greedy trial dominates: {report.undominated_by_greedy or 'none'}")
+    console.print(f"reference point: {report.reference.how}", highlight=False)
+    volumes, ratios = report.hypervolume, report.ratios()
+    console.print("hypervolume (mAP x ms): " + ", ".join(f"{name} {value:.5g}" for name, value in volumes.items()),
+                  highlight=False)
+    console.print("search / baseline: " + ", ".join(
+        f"{name} {ratio:.3f}" if ratio is not None else f"{name} n/a (its hypervolume is 0)"
+        for name, ratio in ratios.items()), highlight=False)
+    console.print(f"search trials no baseline trial dominates: {report.undominated_by_baselines or 'none'}")
     console.print(f"plots: {png}, {html}")
 
 

@@ -177,6 +177,11 @@ PRESETS: dict[str, SyntheticPreset] = {
         # Less noise than thumos-like-features: 32 training videos are too few to learn to ignore more.
         SyntheticPreset(name="demo-features", kind="features", feature_stride=1, clip_length=1, channels=64,
                         feature_noise=1.6, **_DEMO_TIMELINE),
+        # Search benchmark (studies/bench.yaml): so noisy that one step says little and the detector's
+        # blocks must pool over time, so its base model is far from saturated (mAP near 0.68) and
+        # its blocks differ in importance (benchmarks/RESULTS.md, "The bench task").
+        SyntheticPreset(name="bench", kind="features", feature_stride=1, clip_length=1, channels=64,
+                        feature_noise=5.5, **{**_DEMO_TIMELINE, "num_classes": 6}),
         SyntheticPreset(name="thumos-like", kind="frames", fps=10.0, feature_stride=2, clip_length=2,
                         **_THUMOS_TIMELINE),
         # THUMOS14 I3D convention: 2048 channels, 16-frame clips every 4 frames at 30 fps.
