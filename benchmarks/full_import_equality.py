@@ -114,9 +114,9 @@ def release_part(args, work: Path) -> str:
 
 
 def opentad_part(args, work: Path) -> str:
+    opentad = load_opentad(args.opentad, args.ref_deps)  # puts the checkout and its dependencies on the path
     from mmengine.config import Config, ConfigDict
 
-    opentad = load_opentad(args.opentad, args.ref_deps)
     source = args.opentad / "configs" / "adatad" / "videomae" / "e2e_thumos_videomae_s_768x1_160_LongLoRA_distillation_auto.py"
     child = work / "pbd_student_dropped.py"
     child.write_text(f'_base_ = ["{source}"]\n'
