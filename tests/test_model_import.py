@@ -256,7 +256,8 @@ def test_opentad_import_refuses_what_does_not_fit_by_name(tmp_path, damage, mess
 
 def test_opentad_config_constructs_it_does_not_read_are_refused(tmp_path):
     weights, _, _ = opentad_case("features")
-    (tmp_path / "base_model.py").write_text((OPENTAD / "base_model.py").read_text())
+    for base in ("base_model.py", "thumos_test.py"):
+        (tmp_path / base).write_text((OPENTAD / base).read_text())
     for line, construct in (("import os", "Import"), ("window_size = open('x').read()", "Call `open"),
                             ("window_size = __import__('os')", "Call `__import__"), ("window_size = model.x", "Attribute")):
         config = tmp_path / "features.py"
@@ -281,13 +282,13 @@ FIXTURE_CLASSES = (OPENTAD / "category_idx.txt").read_text().split()
 
 
 def opentad_config_variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
-    """The fixture config `name` with `old` replaced by `new`, beside a copy of its base."""
-    text = (OPENTAD / f"{name}.py").read_text()
-    assert old in text
-    (tmp_path / "base_model.py").write_text((OPENTAD / "base_model.py").read_text())
-    path = tmp_path / f"{name}_variant.py"
-    path.write_text(text.replace(old, new))
-    return path
+    """The fixture config `name` and its bases copied, `old` replaced by `new` in the one that has it."""
+    copies = {source.name: source.read_text() for source in OPENTAD.glob("*.py")}
+    edited = next((file for file in (f"{name}.py", *sorted(copies)) if old in copies[file]), None)
+    assert edited is not None, f"{old!r} is in none of {sorted(copies)}"
+    for file, text in copies.items():
+        (tmp_path / file).write_text(text.replace(old, new) if file == edited else text)
+    return tmp_path / f"{name}.py"
 
 
 def write_fixture_annotations(root: Path, videos: list, inputs: str, fps: dict[str, float] | None = None) -> Path:
@@ -383,7 +384,7 @@ def test_opentad_import_refuses_videos_of_several_frame_rates_unless_given_one(t
      'dict(type="LoadFrames", method="resize"), dict(type="mmaction.Resize", scale=(-1, 24)),',
      r"pipeline\[0\] .*LoadFrames.*every snippet_stride-th frame"),
     ('dict(type="mmaction.CenterCrop", crop_size=24),', "", "no mmaction.Resize of the short side followed by mmaction.CenterCrop"),
-    ("window_size=window_size,", "", r"window_size -1: ThumosSlidingDataset needs a positive number of snippets"),
+    ("window_size=window_size, ", "", r"window_size -1: ThumosSlidingDataset needs a positive number of snippets"),
 ])
 def test_opentad_import_refuses_test_settings_it_cannot_express(tmp_path, demo_videos, old, new, message):
     weights, _, _ = opentad_case("student_e2e")
