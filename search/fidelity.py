@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 
 from pruning.alignment import AlignmentConfig
 
+from .dominance import dominates
 from .spec import FidelitySettings
 
 
@@ -44,8 +45,9 @@ def rung_alignment(full: AlignmentConfig, epochs: int) -> AlignmentConfig:
 
 
 @dataclass(frozen=True)
-class KnownPoint:
-    """A point on the current front: what it is (a trial, the base model), its mAP and latency."""
+class ScoredPoint:
+    """What a rule weighs: a trial ("trial 7") or the base model, with its mAP (on the front, or at
+    a rung) and its latency."""
 
     name: str
     average_mAP: float
@@ -58,7 +60,7 @@ class StopBeforeAlignment:
     optimistic mAP. Built by the driver, judged on the worker right after timing."""
 
     optimistic_map: float
-    front: tuple[KnownPoint, ...]
+    front: tuple[ScoredPoint, ...]
     max_latency_ms: float | None = None
 
     def reason(self, latency_ms: float) -> str | None:
@@ -67,23 +69,10 @@ class StopBeforeAlignment:
             return f"over the latency budget before alignment: {latency_ms:.3f} ms > {self.max_latency_ms:g} ms"
         optimistic = (self.optimistic_map, latency_ms)
         for point in self.front:
-            if _dominates((point.average_mAP, point.latency_ms), optimistic):
+            if dominates((point.average_mAP, point.latency_ms), optimistic):
                 return (f"dominated before alignment: {point.name} (mAP {point.average_mAP:.4f}, "
                         f"{point.latency_ms:.3f} ms) beats even mAP {self.optimistic_map:.4f} at {latency_ms:.3f} ms")
         return None
-
-
-def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
-
-
-@dataclass(frozen=True)
-class RungResult:
-    """A trial's score at a rung, with its latency."""
-
-    trial: int
-    average_mAP: float
-    latency_ms: float
 
 
 @dataclass(frozen=True)
@@ -92,17 +81,17 @@ class Verdict:
     reason: str
 
 
-def judge(result: RungResult, others: list[RungResult], settings: FidelitySettings, rung_name: str) -> Verdict:
+def judge(result: ScoredPoint, others: list[ScoredPoint], settings: FidelitySettings, rung_name: str) -> Verdict:
     """Successive halving by non-domination (module docstring, rule 2): does `result` go up, given
     the results `others` reached at the same rung."""
     limit = result.latency_ms * (1 + settings.latency_slack)
-    peers = [o for o in others if o.trial != result.trial and o.latency_ms <= limit]
+    peers = [o for o in others if o.name != result.name and o.latency_ms <= limit]
     if len(peers) < settings.min_peers:
         return Verdict(True, f"{rung_name}: {len(peers)} peer(s) at similar or lower latency, fewer than "
                              f"{settings.min_peers}: goes up")
     better = sorted((p for p in peers if p.average_mAP > result.average_mAP), key=lambda p: -p.average_mAP)
     allowed = math.ceil((len(peers) + 1) / settings.eta)
-    named = ", ".join(f"trial {p.trial} ({p.average_mAP:.4f}, {p.latency_ms:.2f} ms)" for p in better[:3])
+    named = ", ".join(f"{p.name} ({p.average_mAP:.4f}, {p.latency_ms:.2f} ms)" for p in better[:3])
     text = (f"{rung_name}: mAP {result.average_mAP:.4f} at {result.latency_ms:.2f} ms; {len(better)} of {len(peers)} "
             f"trials at similar or lower latency score higher" + (f" ({named}{', ...' if len(better) > 3 else ''})"
                                                                   if better else "")
@@ -122,4 +111,4 @@ def stop_from_json(text: str) -> StopBeforeAlignment | None:
     raw = json.loads(text)
     if raw is None:
         return None
-    return StopBeforeAlignment(raw["optimistic_map"], tuple(KnownPoint(**p) for p in raw["front"]), raw["max_latency_ms"])
+    return StopBeforeAlignment(raw["optimistic_map"], tuple(ScoredPoint(**p) for p in raw["front"]), raw["max_latency_ms"])

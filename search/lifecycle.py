@@ -52,7 +52,7 @@ from optuna.trial import TrialState
 
 from .claims import StudyClaims
 from .encoding import ScheduleEncoding
-from .fidelity import KnownPoint, RungResult, StopBeforeAlignment, judge
+from .fidelity import ScoredPoint, StopBeforeAlignment, judge
 from .objective import COMPUTE, LATENCY, MAP, Compute, TrialOutcome, TrialRunner, Work
 from .pareto import average_map, latency_ms
 from .spec import StudySpec
@@ -327,8 +327,8 @@ class StudyDriver:
     def _stop_before_alignment(self) -> StopBeforeAlignment:
         attrs = self.study.user_attrs
         complete = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        front = [KnownPoint("the base model", attrs["base_map"], attrs["base_latency_ms"])]
-        front += [KnownPoint(f"trial {t.number}", average_map(t), latency_ms(t)) for t in complete]
+        front = [ScoredPoint("the base model", attrs["base_map"], attrs["base_latency_ms"])]
+        front += [ScoredPoint(f"trial {t.number}", average_map(t), latency_ms(t)) for t in complete]
         return StopBeforeAlignment(attrs["base_map"] + self.spec.fidelity.optimism, tuple(front),
                                    attrs.get("budgets", {}).get("max_latency_ms"))
 
@@ -367,8 +367,8 @@ class StudyDriver:
             self.storage.set_trial_user_attr(trial_id, key, value)
         record = flight.rungs[-1]
         rung_name = f"rung {record['rung']} ({record['epochs']} epoch(s), {record['split']} split)"
-        result = RungResult(flight.number, record[MAP], record[LATENCY])
-        others = [RungResult(t.number, r[MAP], r[LATENCY]) for t in self.study.get_trials(deepcopy=False)
+        result = ScoredPoint(f"trial {flight.number}", record[MAP], record[LATENCY])
+        others = [ScoredPoint(f"trial {t.number}", r[MAP], r[LATENCY]) for t in self.study.get_trials(deepcopy=False)
                   for r in t.user_attrs.get(RUNGS, []) if r["rung"] == record["rung"] and t.number != flight.number]
         verdict = judge(result, others, self.spec.fidelity, rung_name)
         if flight.baseline is None and not verdict.promote:

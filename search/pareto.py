@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 # Optuna's exact hypervolume; a private module, hence the pinned range.
 from optuna._hypervolume import compute_hypervolume
 
+from .dominance import dominates
 from .spec import ParetoSettings
 from .study import BASELINE_ATTR, FAMILIES
 
@@ -98,11 +99,6 @@ def _point(trial: FrozenTrial) -> TrialPoint:
     return TrialPoint(trial.number, trial.user_attrs.get("drops", []), trial.user_attrs.get("channel_ratios", {}),
                       average_map(trial), latency_ms(trial), trial.values[1], RETIMED_MS in trial.user_attrs,
                       trial.user_attrs.get("macs", 0), family(trial))
-
-
-def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """(mAP, cost) `a` is at least as good as `b` in both and better in one."""
-    return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 
 def front(trials: Sequence[FrozenTrial], cost: Cost = latency_ms) -> list[FrozenTrial]:

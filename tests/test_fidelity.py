@@ -14,7 +14,7 @@ from pipeline_fixtures import spec_copy
 from search.claims import StudyClaims
 from search.cli import app
 from search.encoding import ScheduleEncoding
-from search.fidelity import KnownPoint, RungResult, StopBeforeAlignment, judge, rung_alignment
+from search.fidelity import ScoredPoint, StopBeforeAlignment, judge, rung_alignment
 from search.launch import launch
 from search.lifecycle import StudyDriver, attempt
 from search.objective import TrialRunner, Work
@@ -38,24 +38,24 @@ def run(*args):
 
 def test_promotion_is_successive_halving_among_trials_at_similar_or_lower_latency():
     settings = FidelitySettings(rungs=[{"epochs": 0}], eta=2, latency_slack=0.05, min_peers=2)
-    peers = [RungResult(1, 0.70, 10.0), RungResult(2, 0.60, 10.2), RungResult(3, 0.90, 30.0)]
+    peers = [ScoredPoint("trial 1", 0.70, 10.0), ScoredPoint("trial 2", 0.60, 10.2), ScoredPoint("trial 3", 0.90, 30.0)]
     # At 10 ms: trials 1 and 2 are its peers (trial 3 is far slower and does not count).
-    assert judge(RungResult(9, 0.65, 10.0), peers, settings, "rung 0").promote  # 1 of 2 better: ceil(3/2)=2 allowed
-    lost = judge(RungResult(9, 0.50, 10.0), peers, settings, "rung 0")
+    assert judge(ScoredPoint("trial 9", 0.65, 10.0), peers, settings, "rung 0").promote  # 1 of 2 better: ceil(3/2)=2 allowed
+    lost = judge(ScoredPoint("trial 9", 0.50, 10.0), peers, settings, "rung 0")
     assert not lost.promote and "2 of 2 trials at similar or lower latency score higher" in lost.reason
     assert "trial 1 (0.7000" in lost.reason
     # Slower than everyone: all three are peers and two beat it, fewer than ceil(4/2)=2 may.
-    assert not judge(RungResult(9, 0.65, 40.0), peers, settings, "rung 0").promote
+    assert not judge(ScoredPoint("trial 9", 0.65, 40.0), peers, settings, "rung 0").promote
     # The fastest trial has no peer that could dominate it: it goes up whatever its mAP.
-    assert judge(RungResult(9, 0.01, 5.0), peers, settings, "rung 0").promote
+    assert judge(ScoredPoint("trial 9", 0.01, 5.0), peers, settings, "rung 0").promote
     # A stricter eta keeps fewer; min_peers lets trials up while a rung says too little.
     strict = settings.model_copy(update={"eta": 4})
-    assert not judge(RungResult(9, 0.65, 10.0), peers, strict, "rung 0").promote
-    assert judge(RungResult(9, 0.0, 40.0), peers[:1], settings, "rung 0").promote
+    assert not judge(ScoredPoint("trial 9", 0.65, 10.0), peers, strict, "rung 0").promote
+    assert judge(ScoredPoint("trial 9", 0.0, 40.0), peers[:1], settings, "rung 0").promote
 
 
 def test_stop_before_alignment_by_budget_and_by_an_optimistic_mAP():
-    front = (KnownPoint("the base model", 0.70, 20.0), KnownPoint("trial 4", 0.72, 12.0))
+    front = (ScoredPoint("the base model", 0.70, 20.0), ScoredPoint("trial 4", 0.72, 12.0))
     stop = StopBeforeAlignment(optimistic_map=0.70, front=front, max_latency_ms=25.0)
     assert stop.reason(26.0).startswith("over the latency budget before alignment: 26.000 ms > 25 ms")
     assert "dominated before alignment: trial 4 (mAP 0.7200, 12.000 ms)" in stop.reason(15.0)
@@ -158,7 +158,7 @@ def test_a_trial_stopped_before_alignment_aligns_nothing(tiny_setting, tmp_path)
     spec = load_study_spec(spec_copy(tiny_setting, tmp_path, **MF)).resolved()
     runner = TrialRunner(spec)
     params = runner.encoding.encode(runner.encoding.blocks[:2])
-    stop = StopBeforeAlignment(0.5, (KnownPoint("trial 7", 0.9, 1e-6),))
+    stop = StopBeforeAlignment(0.5, (ScoredPoint("trial 7", 0.9, 1e-6),))
     outcome = attempt(runner, Work(params, "trial-0", 0, stop))
     assert outcome.state == TrialState.PRUNED and outcome.reason.startswith("dominated before alignment: trial 7")
     assert outcome.attrs["latency_median_ms"] > 0 and outcome.attrs["macs"] > 0 and "alignment_compute" not in outcome.attrs
