@@ -96,7 +96,7 @@ def scenario(kind: str, setting: Path, storage_url: str, work: Path, n_trials: i
         if trial.state == TrialState.COMPLETE:
             attrs = trial.user_attrs  # before compute signatures were recorded: drops and ratios tell them
             signature = attrs.get("compute_signature") or (len(attrs["drops"]), str(attrs["channel_ratios"]))
-            latencies[signature].add(attrs["latency_median_ms"])
+            latencies[signature].add(attrs["latency_ms"])
     checkpoints = work / name / "checkpoints"
     finished_work = {int(p.name.split("-")[1]) for p in checkpoints.glob("trial-*")} if checkpoints.exists() else set()
     # A trial another driver failed while its own driver stalled keeps its result in a new trial.

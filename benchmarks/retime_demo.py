@@ -10,9 +10,10 @@ architectures are timed once per stage, at different moments of the study, by th
 service. `--retimes N` adds N rounds of `tadprune study pareto --retime` after the launches (or,
 with `--stages` given no value, to a study already in SCRATCH). Reported from the stored study:
 
-- per architecture timed in every round: each round's median, and the spread as the largest
-  distance of a round's median from the median of the rounds, in percent of it; the same for the
-  paired speed-up over the base model; the 1-minute load average of each round;
+- per architecture timed in every round: each round's own median and the figure the study uses
+  (the base model's latency from the groundwork over the round's paired speed-up, `search.timing`),
+  and the spread of each as the largest distance of a round's value from the median of the rounds,
+  in percent of it; the 1-minute load average of each round;
 - the front (trials, mAP, latency) from the first figures (each trial's objective value, measured
   once when its architecture first ran) and from the last re-timing, and the search trials no
   greedy trial dominates in either.
@@ -89,17 +90,18 @@ def repeat_table(rounds: list[dict], study: optuna.Study) -> str:
     base = rounds[-1]["base_signature"]
     names[base] = "base model"
     every = [s for s in rounds[-1]["by_signature"] if all(s in r["by_signature"] for r in rounds)]
-    header = ["architecture", "first ms"] + [f"round {r['round']} ms" for r in rounds] + [
-        "spread of medians", "spread of speed-up"]
+    header = ["architecture", "first ms"] + [f"round {r['round']}: median, figure ms" for r in rounds] + [
+        "spread of medians", "spread of figures"]
     first = {t.user_attrs["compute_signature"]: t.values[1]
              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     first[base] = study.user_attrs["base_latency_ms"]
     rows = []
     for signature in sorted(every, key=lambda s: (s != base, names.get(s, s))):
         medians = [r["by_signature"][signature]["median_ms"] for r in rounds]
-        speedups = [r["by_signature"][signature]["speedup_over_base"] for r in rounds]
-        rows.append([names.get(signature, signature), f"{first[signature]:.2f}"] + [f"{m:.2f}" for m in medians]
-                    + [f"{spread_percent(medians):.1f}%", "-" if signature == base else f"{spread_percent(speedups):.1f}%"])
+        figures = [r["by_signature"][signature]["latency_ms"] for r in rounds]
+        rows.append([names.get(signature, signature), f"{first[signature]:.2f}"]
+                    + [f"{m:.2f}, {f:.2f}" for m, f in zip(medians, figures)]
+                    + [f"{spread_percent(medians):.1f}%", "-" if signature == base else f"{spread_percent(figures):.1f}%"])
     rows.append(["load avg 1 min", ""] + [f"{r['load_avg_1m']:.2f}" for r in rounds] + ["", ""])
     rows.append(["rounds (stopped by)", ""] + [f"{r['repeats']} ({r['stopped_by']})" for r in rounds] + ["", ""])
     return markdown_table(header, rows)

@@ -139,7 +139,7 @@ class LatencyCache(_Entries):
             return None
         try:
             record = json.loads(path.read_text())
-            if not isinstance(record, dict) or not isinstance(record.get("median_ms"), (int, float)):
+            if not isinstance(record, dict) or not isinstance(record.get("latency_ms"), (int, float)):
                 raise ValueError("not a latency record")
         except UNREADABLE as error:
             self.discard([path], error)

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 from pruning.schedule import Schedule
 
 from .objective import MAP
-from .pareto import RETIMED_DEVICE, RETIMED_IQR_MS, RETIMED_MS, RETIMED_ROUND, complete_trials, latency_ms
+from .pareto import RETIMED_DEVICE, RETIMED_IQR_MS, RETIMED_MS, RETIMED_ROUND, RETIMED_SPEEDUP, complete_trials, latency_ms
 
 
 def best_under_budget(study: optuna.Study, max_latency_ms: float | None, min_map: float | None) -> FrozenTrial:
@@ -34,15 +34,18 @@ def best_under_budget(study: optuna.Study, max_latency_ms: float | None, min_map
 
 
 def latency_results(trial: FrozenTrial) -> dict:
-    """The latency an export reports: the figure used, where it comes from and on what device,
-    and the first figure."""
+    """The latency an export reports: the figure used (the base model's latency over the speed-up,
+    `search.timing`), the speed-up, where it comes from and on what device, and the first figure.
+    `latency_iqr_ms` is the spread of the architecture's own times in the session that timed it."""
     attrs = trial.user_attrs
     if RETIMED_MS in attrs:
-        return {"latency_ms": latency_ms(trial), "latency_iqr_ms": attrs[RETIMED_IQR_MS],
-                "latency_source": f"re-timed together, round {attrs[RETIMED_ROUND]}", "device": attrs[RETIMED_DEVICE],
-                "latency_first_ms": trial.values[1]}
-    return {"latency_ms": latency_ms(trial), "latency_iqr_ms": attrs.get("latency_iqr_ms"),
-            "latency_source": "first measurement", "device": attrs.get("latency_device"), "latency_first_ms": trial.values[1]}
+        return {"latency_ms": latency_ms(trial), "speedup_over_base": attrs[RETIMED_SPEEDUP],
+                "latency_iqr_ms": attrs[RETIMED_IQR_MS], "latency_source": f"re-timed together, round {attrs[RETIMED_ROUND]}",
+                "device": attrs[RETIMED_DEVICE], "latency_first_ms": trial.values[1]}
+    base_ms = attrs.get("latency_base_ms")  # absent in studies made before figures had one scale
+    return {"latency_ms": latency_ms(trial), "speedup_over_base": base_ms / latency_ms(trial) if base_ms else None,
+            "latency_iqr_ms": attrs.get("latency_iqr_ms"), "latency_source": "first measurement",
+            "device": attrs.get("latency_device"), "latency_first_ms": trial.values[1]}
 
 
 def export_schedule(study: optuna.Study, trial: FrozenTrial, out: Path) -> Path | None:

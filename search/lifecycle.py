@@ -446,7 +446,7 @@ class StudyDriver:
         known = (f"values mAP {source.values[0]:.4f}, {LATENCY} {source.values[1]:.3f}" if source.values
                  else f"itself {source.state.name}: {source.user_attrs.get(PRUNE_REASON, '')}")
         attrs = {REPEAT_OF: source.number, "schedule_key": flight.schedule_key, COMPUTE: Compute().to_json(),
-                 **{k: source.user_attrs[k] for k in ("drops", "channel_ratios", "compute_signature", "latency_median_ms", "macs")
+                 **{k: source.user_attrs[k] for k in ("drops", "channel_ratios", "compute_signature", LATENCY, "macs")
                     if k in source.user_attrs}}
         if source.values:
             attrs[REPEAT_VALUES] = list(source.values)

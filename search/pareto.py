@@ -5,7 +5,8 @@ plots.
 Every latency read here and in `search.export` goes through `latency_ms(trial)`: the figure of the
 study's latest re-timing (`search.retime`: the base model, the greedy chain and the front timed
 together) when the trial's architecture was re-timed, else the trial's first measurement (its
-objective value). Optuna keeps a finished trial as it is, so re-timed figures live in the study's
+objective value). Both are on the study's one scale (`search.timing`): the base model's latency
+from the groundwork over a speed-up measured side by side with the base model. Optuna keeps a finished trial as it is, so re-timed figures live in the study's
 attributes, and `complete_trials` hands them to each trial in memory: read trials through it.
 
 The reference point bounds the region users care about: no slower than the base model and no
@@ -33,9 +34,8 @@ from .study import BASELINE_ATTR, FAMILIES
 SEARCH = "search"
 Cost = Callable[[FrozenTrial], float]
 RETIMED = "latency_retimed"                  # study attribute: the latest re-timing (see search.retime)
-BASE_RETIMED = "base_latency_retimed_ms"     # study attribute: the base model's figure in it
 # What `complete_trials` adds to a re-timed trial's user attributes (in memory).
-RETIMED_MS, RETIMED_IQR_MS = "latency_retimed_ms", "latency_retimed_iqr_ms"
+RETIMED_MS, RETIMED_IQR_MS, RETIMED_SPEEDUP = "latency_retimed_ms", "latency_retimed_iqr_ms", "latency_retimed_speedup"
 RETIMED_ROUND, RETIMED_DEVICE = "latency_retimed_round", "latency_retimed_device"
 
 
@@ -45,9 +45,8 @@ def latency_ms(trial: FrozenTrial) -> float:
 
 
 def base_latency_ms(study: optuna.Study) -> float | None:
-    """The base model's latency: re-timed when the study was, else measured in the groundwork."""
-    attrs = study.user_attrs
-    return attrs.get(BASE_RETIMED, attrs.get("base_latency_ms"))
+    """The base model's latency, measured in the groundwork: the scale of the study's latency axis."""
+    return study.user_attrs.get("base_latency_ms")
 
 
 def with_retimed(trial: FrozenTrial, retimed: dict | None) -> FrozenTrial:
@@ -57,7 +56,10 @@ def with_retimed(trial: FrozenTrial, retimed: dict | None) -> FrozenTrial:
     if figure is None:
         return trial
     carrying = copy.copy(trial)
-    carrying.user_attrs = {**trial.user_attrs, RETIMED_MS: figure["median_ms"], RETIMED_IQR_MS: figure["iqr_ms"],
+    # Studies re-timed before figures were put on the base model's scale stored the median alone.
+    latency = figure.get("latency_ms", figure["median_ms"])
+    carrying.user_attrs = {**trial.user_attrs, RETIMED_MS: latency, RETIMED_IQR_MS: figure["iqr_ms"],
+                           RETIMED_SPEEDUP: figure.get("speedup_over_base"),
                            RETIMED_ROUND: retimed["round"], RETIMED_DEVICE: retimed.get("device")}
     return carrying
 
@@ -138,9 +140,8 @@ class ReferencePoint:
 
 
 def reference_point(study: optuna.Study, settings: ParetoSettings | None = None) -> ReferencePoint:
-    """The base model's latency (`base_latency_ms`: re-timed when the study was; or
-    `settings.latency_ms`) and its mAP minus `settings.map_tolerance`; `settings` default to what the
-    study's launch stored."""
+    """The base model's latency (`base_latency_ms`, or `settings.latency_ms`) and its mAP minus
+    `settings.map_tolerance`; `settings` default to what the study's launch stored."""
     settings = settings or ParetoSettings.model_validate(study.user_attrs.get("pareto", {}))
     attrs = study.user_attrs
     if "base_map" not in attrs:
@@ -208,8 +209,8 @@ def pareto_report(study: optuna.Study, settings: ParetoSettings | None = None) -
 def latency_axis_label(report: ParetoReport) -> str:
     retiming = report.latency.get("retiming")
     if retiming is None:
-        return "latency (ms, median, first measurement)"
-    return f"latency (ms, median, re-timed together: round {retiming['round']})"
+        return "latency (ms: base model's / paired speed-up, first measurement)"
+    return f"latency (ms: base model's / paired speed-up, re-timed together: round {retiming['round']})"
 
 
 _FAMILY_STYLE = {FAMILIES[0]: ("red", "s", "greedy PBD chain"),  # colours both matplotlib and plotly know

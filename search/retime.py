@@ -8,15 +8,20 @@ interleaved rounds, on the study's timing service (`search.timing`), so load sha
 them moves all of them alike. One figure per compute signature: every trial of that architecture
 carries it.
 
+Each figure stored is on the study's one latency scale (`search.timing`): the base model's latency
+from the groundwork over the architecture's speed-up, paired round by round with the base model in
+this re-timing. Round to round the base model's own median moves with the machine (19-29% on a
+shared host, benchmarks/RESULTS.md); the paired speed-ups do not, and the trials not re-timed
+carry figures on that same scale, so a front mixing the two compares like with like.
+
 The front is then recomputed from the figures it uses; a trial that joins it only then (its first
 figure was never compared with the others') is added and everything is timed together once more,
 until the front holds only re-timed trials. Architectures re-timed in an earlier round are timed
 again too, so every re-timed figure of a study comes from its latest round.
 
 Optuna allows no change to a finished trial (values, attributes or constraints), so the figures are
-kept beside the first ones in the study's attributes: `latency_retimed` (the round: when, where,
-how, and the figures by compute signature) and `base_latency_retimed_ms`. `search.pareto` and
-`search.export` read them; the trials' objective values and stored budget constraints stay what
+kept beside the first ones in the study's attribute `latency_retimed` (the round: when, where,
+how, and the figures by compute signature). `search.pareto` and `search.export` read them; the trials' objective values and stored budget constraints stay what
 the sampler saw.
 """
 from __future__ import annotations
@@ -32,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tadmodels.models import ModelConfig
 from tadmodels.spec import load_spec
 
-from .pareto import BASE_RETIMED, RETIMED, front, with_retimed
+from .pareto import RETIMED, front, with_retimed
 from .spec import StudySpec
 from .study import BASELINE_ATTR, GREEDY, artifact_store
 from .timing import TimingService, signature_of
@@ -65,6 +70,7 @@ def retime_study(study: optuna.Study, spec: StudySpec, timing: TimingService,
         return None
     previous = study.user_attrs.get(RETIMED) or {}
     signature = lambda t: t.user_attrs["compute_signature"]  # noqa: E731
+    base_ms = study.user_attrs["base_latency_ms"]  # the scale every figure of the study is on
     base = load_spec(spec.base_model / "config.yaml").model
     base_signature = signature_of(base)
     current = [with_retimed(t, previous) for t in trials]
@@ -80,9 +86,10 @@ def retime_study(study: optuna.Study, spec: StudySpec, timing: TimingService,
         say(f"re-timing {len(architectures)} architectures together (the base model, the greedy chain, the front)")
         records = timing.retime(architectures)
         sessions += 1
-        figures = {"round": previous.get("round", 0) + 1, "by_signature": {
-            key: {"median_ms": r["median_ms"], "iqr_ms": r["iqr_ms"], "min_ms": r["min_ms"], "unstable": r["unstable"],
-                  "speedup_over_base": r["speedup"]["median"], "speedup_iqr": r["speedup"]["iqr"]}
+        figures = {"round": previous.get("round", 0) + 1, "base_latency_ms": base_ms, "by_signature": {
+            key: {"latency_ms": base_ms / r["speedup"]["median"], "speedup_over_base": r["speedup"]["median"],
+                  "speedup_iqr": r["speedup"]["iqr"], "median_ms": r["median_ms"], "iqr_ms": r["iqr_ms"],
+                  "min_ms": r["min_ms"], "unstable": r["unstable"] or r["speedup"]["unstable"]}
             for key, r in records.items()}}
         joined = {signature(t): t for t in front([with_retimed(t, figures) for t in trials])
                   if signature(t) not in records}
@@ -96,8 +103,7 @@ def retime_study(study: optuna.Study, spec: StudySpec, timing: TimingService,
                 **{key: base_record[key] for key in ("device", "timed_by", "dtype", "compile", "input_shape", "repeats",
                                                      "stopped_by", "load_avg_1m")}}
     study.set_user_attr(RETIMED, retiming)
-    study.set_user_attr(BASE_RETIMED, base_record["median_ms"])
     say(f"re-timed round {retiming['round']}: {len(records)} architectures on {base_record['device']} "
         f"({base_record['timed_by']}), {base_record['repeats']} rounds ({base_record['stopped_by']}); "
-        f"base model {base_record['median_ms']:.2f} ms")
+        f"base model {base_record['median_ms']:.2f} ms in this round, {base_ms:.2f} ms on the study's scale")
     return retiming

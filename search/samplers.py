@@ -56,7 +56,7 @@ class _PrunedAsComplete:
         shown = copy.copy(trial)
         shown.state, shown.values = TrialState.COMPLETE, values
         if any(v is not None for v in self._budgets.values()):
-            attrs = {"latency_median_ms": values[1], MAP: values[0]}
+            attrs = {LATENCY: values[1], MAP: values[0]}
             shown.system_attrs = {**trial.system_attrs, CONSTRAINTS_KEY: constraint_values(attrs, self._budgets)}
         return shown
 

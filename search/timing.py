@@ -18,6 +18,14 @@ sends a few hundred bytes, not a checkpoint. Two implementations, one interface:
 Both answer `latency` (one architecture, cached: the first figure stored is the one every trial
 of that architecture reports) and `retime` (several architectures timed together in interleaved
 rounds, never cached: `search.retime` stores those figures).
+
+A study's latency axis is one scale: the base model's latency, measured once (alone, at the
+study's groundwork), divided by each architecture's speed-up over the base model, measured side by
+side with it in interleaved rounds (`latency_ms` of a record; the architecture's own median of
+that session stays beside it as `median_ms`). Absolute times on a shared machine drift by tens of
+percent from one minute to the next and two architectures timed minutes apart inherit that drift,
+while the paired ratio holds within a few percent (benchmarks/RESULTS.md): so every architecture
+is compared through its ratio, and all of them against one base figure.
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -34,11 +43,13 @@ import torch
 from tadmodels.models import ModelConfig, TADModel
 from tadmodels.profile import model_latencies, resolve_device
 from tadmodels.profile.latency import TimingConfig, Timings, device_description
+from tadmodels.spec import load_spec
 
 from .cache import DeviceLock, LatencyCache
 from .spec import LatencySettings, StudySpec
 
 NAMESPACE = "tadprune"
+BASE, MODEL = "base", "model"  # the names of the variants of a paired measurement
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,11 @@ def timed_positions(spec: StudySpec) -> int:
     return spec.latency.positions or spec.data.max_seq_len
 
 
+def base_config_of(spec: StudySpec) -> Path:
+    """The base model's config file: its architecture, what every other figure is a ratio to."""
+    return spec.base_model / "config.yaml"
+
+
 def signature_of(architecture: ModelConfig) -> str:
     """The compute signature of an architecture, from shapes alone (built on the meta device)."""
     with torch.device("meta"):
@@ -72,43 +88,73 @@ def signature_of(architecture: ModelConfig) -> str:
 
 
 class LocalTiming:
-    """Times in this process on `device` (default: `settings.device`); see the module docstring."""
+    """Times in this process on `device` (default: `settings.device`); see the module docstring.
+    `base_config` is the base model's config file (`config.yaml`), read when first needed: every
+    other architecture is timed side by side with that one."""
 
-    def __init__(self, settings: LatencySettings, positions: int, cache_root: Path, device: str | None = None) -> None:
+    def __init__(self, settings: LatencySettings, positions: int, cache_root: Path, device: str | None = None,
+                 base_config: Path | None = None) -> None:
         self.settings, self.positions = settings, positions
         self.device = resolve_device(device or settings.device)
         self.cache = LatencyCache(cache_root)
         self.lock = DeviceLock(self.device)
         self.timed_by = f"{socket.gethostname()} pid {os.getpid()}"
+        self.base_config = base_config
 
     @classmethod
     def for_study(cls, spec: StudySpec) -> "LocalTiming":
-        return cls(spec.latency, timed_positions(spec), spec.artifact_dir / "cache")
+        return cls(spec.latency, timed_positions(spec), spec.artifact_dir / "cache", base_config=base_config_of(spec))
+
+    @cached_property
+    def base(self) -> tuple[ModelConfig, str] | None:
+        """The base model's architecture and compute signature (None: no base, every figure alone)."""
+        if self.base_config is None:
+            return None
+        architecture = load_spec(self.base_config).model
+        return architecture, signature_of(architecture)
 
     def key(self, signature: str) -> tuple:
         """Everything a figure depends on: what the forward computes, the input, the device and
-        where it is (the target), and how it is timed (dtype, compile, batch, repeats)."""
+        where it is (the target), how it is timed (dtype, compile, batch, repeats), and the base
+        model it is a ratio to."""
         settings = self.settings
         target = settings.target if settings.target == "local" else settings.target.model_dump(mode="json")
         return (signature, [self.positions], device_description(self.device, settings.threads), target,
-                settings.model_dump(mode="json", include=set(TimingConfig.model_fields)))
+                settings.model_dump(mode="json", include=set(TimingConfig.model_fields)),
+                self.base[1] if self.base else None)
 
     def latency(self, architecture: ModelConfig, signature: str) -> TimedLatency:
-        """From the cache, or measured with the device to ourselves. The cache is read again once
-        the device is ours: a request that waited for another's measurement of the same
-        architecture takes that one."""
+        """From the cache, or measured with the device to ourselves: the base model alone, any
+        other architecture side by side with the base model (its `latency_ms` is the base model's
+        figure over the paired speed-up). The cache is read again once the device is ours: a
+        request that waited for another's measurement of the same architecture takes that one."""
         key = self.key(signature)
         cached = self.cache.get(key)
-        if cached is None:
-            with self.lock.exclusive():
-                cached = self.cache.get(key)
-                if cached is None:
-                    timings = self._measure({"model": architecture}, {"model": signature})
         if cached is not None:
             return TimedLatency(cached, True, self.cache.take_discarded())
-        record = self._record(timings, "model")
+        paired = self.base is not None and signature != self.base[1]
+        base = self.latency(*self.base) if paired else None
+        discarded = base.discarded if base else []
+        with self.lock.exclusive():
+            cached = self.cache.get(key)
+            if cached is None:
+                record = self._paired(architecture, signature, base.record) if paired else self._alone(architecture, signature)
+        if cached is not None:
+            return TimedLatency(cached, True, discarded + self.cache.take_discarded())
         stored = self.cache.put(key, record)
-        return TimedLatency(stored, stored is not record, self.cache.take_discarded())
+        return TimedLatency(stored, stored is not record, discarded + self.cache.take_discarded())
+
+    def _alone(self, architecture: ModelConfig, signature: str) -> dict:
+        record = self._record(self._measure({MODEL: architecture}, {MODEL: signature}), MODEL)
+        return {**record, "latency_ms": record["median_ms"]}
+
+    def _paired(self, architecture: ModelConfig, signature: str, base_record: dict) -> dict:
+        base_architecture, base_signature = self.base
+        timings = self._measure({BASE: base_architecture, MODEL: architecture}, {BASE: base_signature, MODEL: signature})
+        speedup = timings.speedup(MODEL)
+        return {**self._record(timings, MODEL), "latency_ms": base_record["latency_ms"] / speedup.median,
+                "speedup_over_base": speedup.to_json(), "base_latency_ms": base_record["latency_ms"],
+                "base_signature": base_signature}
 
     def retime(self, architectures: Mapping[str, ModelConfig]) -> dict[str, dict]:
         with self.lock.exclusive():
@@ -134,14 +180,14 @@ class TimingActor:
     """The Ray actor behind `RayTiming`: a `LocalTiming` on the target's device. `auto` is the GPU
     Ray gave the actor (`target.gpu` above 0), else the CPU."""
 
-    def __init__(self, settings_json: str, positions: int, cache_root: str) -> None:
+    def __init__(self, settings_json: str, positions: int, cache_root: str, base_config: str) -> None:
         import ray
 
         settings = LatencySettings.model_validate_json(settings_json)
         device = settings.device
         if device == "auto":
             device = "cuda" if ray.get_gpu_ids() else "cpu"
-        self.timing = LocalTiming(settings, positions, Path(cache_root), device)
+        self.timing = LocalTiming(settings, positions, Path(cache_root), device, Path(base_config))
 
     def where(self) -> str:
         """Host, process and device: for the user, and a sign the actor is up."""
@@ -174,7 +220,8 @@ def timing_actor(spec: StudySpec):
     actor_class = ray.remote(TimingActor).options(
         name=actor_name(spec), namespace=NAMESPACE, get_if_exists=True, num_cpus=0,
         num_gpus=spec.latency.target.gpu, resources=actor_resources(spec))
-    return actor_class.remote(spec.latency.model_dump_json(), timed_positions(spec), str(spec.artifact_dir.resolve() / "cache"))
+    return actor_class.remote(spec.latency.model_dump_json(), timed_positions(spec), str(spec.artifact_dir.resolve() / "cache"),
+                              str(base_config_of(spec).resolve()))
 
 
 class RayTiming:

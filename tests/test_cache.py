@@ -29,31 +29,31 @@ def test_prefix_cache_returns_the_longest_prefix_for_the_same_settings(tmp_path)
 
 def test_latency_cache_is_keyed_by_architecture_shape_and_device(tmp_path):
     cache = LatencyCache(tmp_path)
-    cache.put(("arch", [64], "cpu (1 threads)"), {"median_ms": 3.0})
-    assert LatencyCache(tmp_path).get(("arch", [64], "cpu (1 threads)")) == {"median_ms": 3.0}
+    cache.put(("arch", [64], "cpu (1 threads)"), {"latency_ms": 3.0})
+    assert LatencyCache(tmp_path).get(("arch", [64], "cpu (1 threads)")) == {"latency_ms": 3.0}
     assert cache.get(("arch", [64], "cpu (2 threads)")) is None
     assert cache.get(("arch", [96], "cpu (1 threads)")) is None
 
 
 def test_the_first_latency_stored_is_the_one_every_trial_reports(tmp_path):
     key = ("arch", [64], "cpu (1 threads)")
-    assert LatencyCache(tmp_path).put(key, {"median_ms": 3.0}) == {"median_ms": 3.0}
+    assert LatencyCache(tmp_path).put(key, {"latency_ms": 3.0}) == {"latency_ms": 3.0}
     # A second measurement of the same architecture (another driver, another host) is not stored.
-    assert LatencyCache(tmp_path).put(key, {"median_ms": 4.5}) == {"median_ms": 3.0}
-    assert LatencyCache(tmp_path).get(key) == {"median_ms": 3.0}
+    assert LatencyCache(tmp_path).put(key, {"latency_ms": 4.5}) == {"latency_ms": 3.0}
+    assert LatencyCache(tmp_path).get(key) == {"latency_ms": 3.0}
 
 
 def test_a_garbled_latency_entry_is_named_discarded_and_measured_again(tmp_path):
     key = ("arch", [64], "cpu (1 threads)")
     cache = LatencyCache(tmp_path)
-    cache.put(key, {"median_ms": 3.0})
+    cache.put(key, {"latency_ms": 3.0})
     entry = next((tmp_path / "latency").glob("*.json"))
     entry.write_bytes(b"\xff\xfe garbage")
     assert cache.get(key) is None and not entry.exists()
     assert cache.take_discarded() == [f"{entry}: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in "
                                       "position 0: invalid start byte"]
     assert cache.take_discarded() == []
-    assert cache.put(key, {"median_ms": 3.5}) == {"median_ms": 3.5}  # the new measurement takes its place
+    assert cache.put(key, {"latency_ms": 3.5}) == {"latency_ms": 3.5}  # the new measurement takes its place
 
 
 def test_a_truncated_prefix_checkpoint_is_named_discarded_and_recomputed(tmp_path):

@@ -142,3 +142,27 @@ def test_a_study_caches_latency_per_target_dtype_and_batch(tiny_setting, tmp_pat
     # An architecture that does not build the model it claims to be is refused, not timed.
     with pytest.raises(ValueError, match="does not describe the model"):
         timing(batch=3).latency(architecture, "another signature")
+
+
+def test_a_study_times_each_architecture_beside_its_base_model_on_one_scale(tiny_setting, tmp_path):
+    spec = load_study_spec(tiny_setting)
+    base_config = spec.base_model / "config.yaml"
+    base = load_spec(base_config).model
+    dropped = TADModel(base).without_blocks(["backbone.blocks.0"]).architecture
+    settings = spec.latency.model_copy(update={"min_repeats": 4, "max_repeats": 6, "warmup": 1})
+    timing = LocalTiming(settings, 64, tmp_path, base_config=base_config)
+
+    # Another architecture first: the base model is timed alone (and cached) before the pair.
+    paired = timing.latency(dropped, signature_of(dropped))
+    alone = timing.latency(base, signature_of(base))
+    assert not paired.cache_hit and alone.cache_hit
+    assert alone.record["latency_ms"] == alone.record["median_ms"] and "speedup_over_base" not in alone.record
+    record = paired.record
+    speedup = record["speedup_over_base"]
+    assert record["base_latency_ms"] == alone.record["latency_ms"] and record["base_signature"] == signature_of(base)
+    assert record["latency_ms"] == pytest.approx(alone.record["latency_ms"] / speedup["median"])
+    assert speedup["rounds"] == record["repeats"] and speedup["q1"] <= speedup["median"] <= speedup["q3"]
+    assert len(list((tmp_path / "latency").glob("*.json"))) == 2
+    # A figure is a ratio to one base model: without it (or with another) it is another entry.
+    unscaled = LocalTiming(settings, 64, tmp_path).latency(dropped, signature_of(dropped))
+    assert not unscaled.cache_hit and unscaled.record["latency_ms"] == unscaled.record["median_ms"]

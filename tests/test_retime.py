@@ -19,7 +19,7 @@ from search.cli import app
 from search.export import best_under_budget, export_schedule
 from search.cache import DeviceLock
 from search.launch import launch
-from search.pareto import BASE_RETIMED, RETIMED, complete_trials, hypervolume, latency_ms, pareto_report
+from search.pareto import RETIMED, complete_trials, hypervolume, latency_ms, pareto_report
 from search.spec import ParetoSettings
 from search.spec import load_study_spec
 from search.study import Groundwork, groundwork_steps, prepare_runner
@@ -55,11 +55,13 @@ def test_pareto_hypervolumes_and_export_use_the_retimed_figures(tmp_path):
         best_under_budget(study, max_latency_ms=19, min_map=None)
     assert best_under_budget(study, max_latency_ms=26, min_map=None).number == 2
 
-    # Timed together, B is faster than A: trials 1 and 3 now dominate the greedy trial.
-    study.set_user_attr(RETIMED, {"round": 1, "device": "cpu (1 threads)", "by_signature": {
-        "A": {"median_ms": 35.0, "iqr_ms": 0.5}, "B": {"median_ms": 25.0, "iqr_ms": 0.4},
+    # Timed together, B is faster than A: trials 1 and 3 now dominate the greedy trial. The figures
+    # are the base model's 50 ms over each speed-up, whatever the round's own medians read (the
+    # whole machine ran slower in it). C was stored by a version without that scale: its median.
+    study.set_user_attr(RETIMED, {"round": 1, "device": "cpu (1 threads)", "base_latency_ms": 50.0, "by_signature": {
+        "A": {"latency_ms": 35.0, "speedup_over_base": 50 / 35, "median_ms": 70.0, "iqr_ms": 0.5},
+        "B": {"latency_ms": 25.0, "speedup_over_base": 2.0, "median_ms": 51.0, "iqr_ms": 0.4},
         "C": {"median_ms": 22.0, "iqr_ms": 0.3}}})
-    study.set_user_attr(BASE_RETIMED, 45.0)
     after = pareto_report(study)
     assert [(p.trial, p.latency_ms, p.latency_first_ms, p.retimed) for p in after.front] == [
         (2, 22.0, 20.0, True), (3, 25.0, 40.0, True)]
@@ -67,11 +69,11 @@ def test_pareto_hypervolumes_and_export_use_the_retimed_figures(tmp_path):
     trials = complete_trials(study)
     assert [latency_ms(t) for t in trials] == [35.0, 25.0, 22.0, 25.0]
     assert [t.values[1] for t in study.trials] == [30.0, 40.0, 20.0, 40.0]  # the stored trials stay as they were
-    # Reference point: the base model's re-timed latency (45, not its first 50) and its mAP minus the tolerance.
+    # Reference point: the base model's latency, the scale of every figure, and its mAP minus the tolerance.
     wide = pareto_report(study, ParetoSettings(map_tolerance=0.5))
-    assert (wide.reference.average_mAP, wide.reference.cost) == (pytest.approx(0.45), 45.0)
-    # The greedy trial alone: its area up to the reference point is (0.9 - 0.45) x (45 - 35).
-    assert wide.hypervolume["greedy"] == pytest.approx(0.45 * (45.0 - 35.0))
+    assert (wide.reference.average_mAP, wide.reference.cost) == (pytest.approx(0.45), 50.0)
+    # The greedy trial alone: its area up to the reference point is (0.9 - 0.45) x (50 - 35).
+    assert wide.hypervolume["greedy"] == pytest.approx(0.45 * (50.0 - 35.0))
     assert wide.hypervolume["greedy"] == pytest.approx(hypervolume(trials[:1], wide.reference))
 
     best = best_under_budget(study, max_latency_ms=26, min_map=None)
@@ -79,6 +81,7 @@ def test_pareto_hypervolumes_and_export_use_the_retimed_figures(tmp_path):
     export_schedule(study, best, tmp_path / "best.json")
     results = json.loads((tmp_path / "best.json").read_text())["results"]
     assert (results["latency_ms"], results["latency_first_ms"], results["latency_iqr_ms"]) == (25.0, 40.0, 0.4)
+    assert results["speedup_over_base"] == 2.0
     assert results["latency_source"] == "re-timed together, round 1" and results["device"] == "cpu (1 threads)"
 
 
@@ -92,7 +95,11 @@ def test_a_study_is_retimed_at_the_end_of_a_launch_and_on_demand(tiny_setting, t
     signatures = ({t.user_attrs["compute_signature"] for t in study.get_trials(states=(TrialState.COMPLETE,))}
                   | {retiming["base_signature"]})
     assert set(retiming["by_signature"]) <= signatures and retiming["architectures"] == len(retiming["by_signature"])
-    assert study.user_attrs[BASE_RETIMED] == retiming["by_signature"][retiming["base_signature"]]["median_ms"]
+    # Every figure on the study's scale: the groundwork's base model latency over the paired speed-up.
+    base_ms = study.user_attrs["base_latency_ms"]
+    assert retiming["by_signature"][retiming["base_signature"]]["latency_ms"] == base_ms == retiming["base_latency_ms"]
+    for figure in retiming["by_signature"].values():
+        assert figure["latency_ms"] == pytest.approx(base_ms / figure["speedup_over_base"])
     report = pareto_report(study)
     assert all(p.retimed for p in report.front + report.families["greedy"])
 

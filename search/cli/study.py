@@ -61,7 +61,7 @@ def print_status(study) -> None:
     from rich.table import Table
 
     from search.lifecycle import PRUNE_REASON
-    from search.pareto import BASE_RETIMED
+    from search.pareto import RETIMED
 
     trials = study.get_trials(deepcopy=False)
     table = Table("state", "trials")
@@ -70,8 +70,11 @@ def print_status(study) -> None:
     console.print(table)
     attrs = study.user_attrs
     if "base_map" in attrs:
-        retimed = f" (re-timed: {attrs[BASE_RETIMED]:.2f} ms)" if BASE_RETIMED in attrs else ""
-        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms{retimed}")
+        retiming = attrs.get(RETIMED)
+        retimed = (f"; {retiming['by_signature'][retiming['base_signature']]['median_ms']:.2f} ms in re-timing round "
+                   f"{retiming['round']}" if retiming else "")
+        console.print(f"base model: mAP {100 * attrs['base_map']:.2f}, latency {attrs['base_latency_ms']:.2f} ms "
+                      f"(the study's latency scale: other figures are it over their speed-up{retimed})")
     if "greedy_chain" in attrs:
         console.print(f"greedy chain: {' > '.join(attrs['greedy_chain'])}")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
