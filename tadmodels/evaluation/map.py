@@ -98,7 +98,7 @@ def mean_average_precision(gt: Segments, pred: Segments,
     # stable, so score ties keep row order.
     counted = pred_class >= 0
     if gt.ignored_videos is not None and len(gt.ignored_videos):
-        counted &= _codes(np.unique(gt.ignored_videos), pred.video_ids) < 0
+        counted &= _codes(np.sort(gt.ignored_videos), pred.video_ids) < 0
     kept = np.flatnonzero(counted)
     kept = kept[np.lexsort((-scores[kept], pred_class[kept]))]
     pred_class, pred_video = pred_class[kept], pred_video[kept]
