@@ -3,7 +3,8 @@
 The commands are made from the registry: each importer's options model gives its `--options`
 (field name, type, default and description), so a new importer needs no change here. They are
 made when the `import` group is used (run, listed, completed), not when the CLI starts: reading
-the registry imports pydantic, a tenth of a second that `tadprune eval` should not pay.
+the registry builds the importers' pydantic options models, tens of milliseconds that
+`tadprune eval` should not pay.
 """
 from __future__ import annotations
 
