@@ -25,18 +25,18 @@ class EvaluationInputError(ValueError):
     """An evaluation file that cannot be read as promised; the message names the file and what is wrong."""
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
 
 
-def _cyclic_gc_paused(load: Callable[P, R]) -> Callable[P, R]:
+def _cyclic_gc_paused(load: Callable[_Params, _Result]) -> Callable[_Params, _Result]:
     """`load` run with the cyclic garbage collector paused. A results file decodes into a few
     hundred thousand dicts and lists, none in a cycle; their count would trigger the collector
     again and again while they are made and read (a fifth of the decoding time), each time
     walking all of them. Reference counting frees them when `load` returns, before the collector
     is resumed."""
     @functools.wraps(load)
-    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+    def paused(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
         enabled = gc.isenabled()
         gc.disable()
         try:
