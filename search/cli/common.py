@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 
 class LazyConsole:
@@ -35,10 +36,11 @@ errors = LazyConsole(stderr=True)
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
-def group(help: str) -> typer.Typer:
-    """A command group (or the top-level app) with the settings every group shares."""
+def group(help: str, cls: type[TyperGroup] | None = None) -> typer.Typer:
+    """A command group (or the top-level app) with the settings every group shares; `cls`, a
+    `TyperGroup` subclass, for a group that makes its sub-commands itself."""
     return typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                       context_settings=CONTEXT_SETTINGS, help=help)
+                       context_settings=CONTEXT_SETTINGS, help=help, cls=cls)
 
 
 @contextmanager

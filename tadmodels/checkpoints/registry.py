@@ -1,8 +1,8 @@
 """The importers `tadprune import` offers: each one's name, options and where its conversion lives.
 
-Light on purpose (pydantic only, no torch): the CLI reads `IMPORTERS` when it starts, to give each
-importer its sub-command with one option per field of its options model; the module that converts
-is imported only when an import runs.
+Light on purpose (pydantic only, no torch): the CLI reads `IMPORTERS` when its `import` group is
+used, to give each importer its sub-command with one option per field of its options model; the
+module that converts is imported only when an import runs.
 
 Adding an importer (say `foo`) takes one module and one entry:
 
