@@ -56,7 +56,8 @@ from .fidelity import ScoredPoint, StopBeforeAlignment, judge
 from .objective import COMPUTE, LATENCY, MAP, Compute, TrialOutcome, TrialRunner, Work
 from .pareto import average_map, latency_ms
 from .spec import StudySpec
-from .study import BASELINE_ATTR, CONSTRAINTS_KEY, artifact_store, constraint_values, enqueue_missing_baseline
+from .study import (BASELINE_ATTR, CONSTRAINTS_KEY, artifact_store, constraint_values, enqueue_missing_baseline,
+                    stale_trial_ids)
 
 FAIL_REASON, PRUNE_REASON = "fail_reason", "prune_reason"
 LAUNCH_ATTR, SEED_ATTR = "launch", "sampler_seed"
@@ -204,15 +205,15 @@ class StudyDriver:
                 self.say(f"heartbeat not recorded: {type(error).__name__}: {error}")
 
     def fail_stale_trials(self) -> None:
-        """Fail the RUNNING trials whose heartbeat is older than the grace period (their driver
-        died), with the reason, and queue again the baseline trials among them. Optuna's
+        """Fail the RUNNING trials whose driver died (`search.study.stale_trial_ids`), with the
+        reason, and queue again the baseline trials among them. Optuna's
         `fail_stale_trials` does the same minus the reason, which cannot be added once a trial is
         FAIL. Checked at most once per heartbeat interval."""
         if time.monotonic() - self._last_stale_check < self.spec.runner.heartbeat_s:
             return
         self._last_stale_check = time.monotonic()
         mine, failed = set(self._alive()), 0
-        for trial_id in self.storage._get_stale_trial_ids(self.study._study_id):
+        for trial_id in stale_trial_ids(self.storage, self.study._study_id, self.spec.runner.grace_s):
             if trial_id in mine:
                 continue
             try:

@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,9 @@ import sqlalchemy
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage
+# The heartbeat table, to find trials that never beat (`stale_trial_ids`); private, hence the pinned range.
+from optuna.storages._rdb.models import TrialHeartbeatModel
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from pruning.progressive import drop_step
@@ -93,6 +97,24 @@ def shown_url(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except sqlalchemy.exc.ArgumentError:
         return url
+
+
+def stale_trial_ids(storage: optuna.storages.BaseStorage, study_id: int, grace_s: float) -> list[int]:
+    """The RUNNING trials whose driver died: Optuna's stale trials (last heartbeat older than the
+    grace period), and those that never got a heartbeat and started longer ago than the grace
+    period. Optuna skips the latter, yet a driver killed between asking a trial and its first beat
+    leaves one, and it would hold a trial slot for ever (a resumed launch waits on it)."""
+    stale = set(storage._get_stale_trial_ids(study_id))
+    started_before = datetime.now() - timedelta(seconds=grace_s)  # Optuna stamps trials in local time
+    old = {t._trial_id for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and t.datetime_start < started_before}
+    if old - stale:
+        backend = getattr(storage, "_backend", storage)  # Optuna's cache in front of the RDB storage
+        with _create_scoped_session(backend.scoped_session) as session:
+            beating = {row.trial_id for row in session.query(TrialHeartbeatModel.trial_id)
+                       .filter(TrialHeartbeatModel.trial_id.in_(old - stale))}
+        stale |= old - beating
+    return sorted(stale)
 
 
 def constraint_values(user_attrs: dict, budgets: dict) -> list[float]:

@@ -201,6 +201,24 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
     assert not study.get_trials(states=(TrialState.RUNNING,))
 
 
+def test_a_trial_whose_driver_died_before_its_first_heartbeat_is_stale_too(tmp_path):
+    from search.study import stale_trial_ids, storage_for
+
+    grace_s = 1
+    storage = storage_for(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_s=1, grace_s=grace_s)
+    study = optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+    silent, beat_once, beating = (study.ask()._trial_id for _ in range(3))
+    storage.record_heartbeat(beat_once)
+    storage.record_heartbeat(beating)
+    time.sleep(grace_s + 1.1)
+    storage.record_heartbeat(beating)
+    fresh = study.ask()._trial_id  # no heartbeat yet, but asked just now: its driver may beat any moment
+    # Optuna alone finds only the trial that beat once; a driver killed between ask and beat is found too.
+    assert storage._get_stale_trial_ids(study._study_id) == [beat_once]
+    assert stale_trial_ids(study._storage, study._study_id, grace_s) == sorted([silent, beat_once])
+    assert fresh not in stale_trial_ids(storage, study._study_id, grace_s)
+
+
 def test_pareto_table_names_blocks_by_what_tells_them_apart():
     from search.cli.study import dotted_common_prefix
 
