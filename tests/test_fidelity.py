@@ -174,9 +174,11 @@ def test_a_trial_stopped_before_alignment_aligns_nothing(tiny_setting, tmp_path)
 def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(tiny_setting, tmp_path):
     fidelity = {**MF["fidelity"], "min_peers": 1, "eta": 10, "optimism": 0.5}
     path = spec_copy(tiny_setting, tmp_path, n_trials=2, **{**MF, "fidelity": fidelity})
-    study = launch(load_study_spec(path), NO_BUDGETS, show_progress=False)  # the 2 greedy trials climb every rung
-    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[0, 1, 2], [0, 1, 2]]
+    study = launch(load_study_spec(path), NO_BUDGETS, show_progress=False)
+    # The 2 greedy trials go straight to the full alignment: no lower rung, no stop (local runner).
+    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[2], [2]]
     assert [t.user_attrs["rungs"][-1]["split"] for t in study.trials] == ["test", "test"]
+    assert [t.user_attrs["alignment_compute"]["epochs"] for t in study.trials] == [0, 0]  # the chain's prefixes
     base_map, base_latency = study.user_attrs["base_map"], study.user_attrs["base_latency_ms"]
     one_drop_latency = study.trials[0].user_attrs["latency_median_ms"]  # the tiny model's blocks are alike
     assert base_map < 0.5 and one_drop_latency != base_latency
@@ -238,6 +240,9 @@ def test_a_multi_fidelity_study_runs_under_both_runners(tiny_setting, tmp_path, 
     assert study.trials[2].user_attrs.get("seeded_start") is True
     for trial in complete:
         rungs = trial.user_attrs["rungs"]
+        if trial.user_attrs.get("baseline"):  # straight to the full alignment, under either runner
+            assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(2, 2, "test")]
+            continue
         assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(0, 0, "train"), (1, 1, "train"), (2, 2, "test")]
         assert rungs[-1]["average_mAP"] == trial.values[0] and not math.isnan(rungs[0]["average_mAP"])
         # Epochs spent: at most each drop at rung 1 and at the full rung (cached prefixes cost nothing).
