@@ -84,7 +84,7 @@ class Work:
 @dataclass(frozen=True)
 class RungSetting:
     alignment: AlignmentConfig
-    split: str  # "train" or "test"
+    split: str  # "train", "heldout" or "test" (`search.spec.Rung`)
 
 
 class TrialRunner:
@@ -197,7 +197,7 @@ class TrialRunner:
 
     def _score(self, model: TADModel, split: str) -> dict:
         data = self.spec.data
-        subset = data.test_subset if split == "test" else data.train_subset
+        subset = {"train": data.train_subset, "heldout": data.heldout_subset, "test": data.test_subset}[split]
         result = evaluate_model(model, self.experiment.dataset(subset), self.spec.eval.tious)
         return {MAP: result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
 
