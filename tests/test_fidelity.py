@@ -1,11 +1,14 @@
 """Multi-fidelity, the reference point and baseline families, the seeded start and the samplers
 with PRUNED trials: rules on hand-built inputs, then real studies on the tiny setting (real Optuna
 storage, a real Ray run)."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
@@ -24,6 +27,9 @@ from search.seeding import draw_order, seeded_params
 from search.spec import FidelitySettings, ParetoSettings, SearchSpace, load_study_spec
 from search.study import storage_for
 from pruning.alignment import AlignmentConfig
+from tadmodels.data import DataFormatError
+from tadmodels.inference import evaluate_model
+from tadmodels.training import Experiment
 
 NO_BUDGETS = {"max_latency_ms": None, "min_map": None}
 BLOCKS = [f"b.{i}" for i in range(5)]
@@ -224,6 +230,42 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     assert (f"trial 5 pruned at rung 0 [rung 0 (0 ep, train): mAP {100 * rung['average_mAP']:.2f} at "
             f"{rung['latency_ms']:.2f} ms]: rung 0 (0 epoch(s), train split): mAP") in text
     assert "trial 4 pruned before alignment: dominated before alignment: trial 3" in text
+
+
+def held_out_copy(tiny_setting, tmp_path, names: list[str]) -> dict:
+    """The tiny setting's data section for a copy of its dataset whose test videos `names` are
+    relabelled `heldout` (the frames are the original's, linked)."""
+    raw = yaml.safe_load(tiny_setting.read_text())["data"]
+    original, root = Path(raw["root"]), tmp_path / "data"
+    root.mkdir()
+    (root / "frames").symlink_to(original / "frames")
+    annotations = json.loads((original / "annotations.json").read_text())
+    for name in names:
+        assert annotations["database"][name]["subset"] == "test"
+        annotations["database"][name]["subset"] = "heldout"
+    (root / "annotations.json").write_text(json.dumps(annotations))
+    return {**raw, "root": str(root), "heldout_subset": "heldout"}
+
+
+def test_a_rung_on_the_held_out_split_scores_those_videos_and_needs_them(tiny_setting, tmp_path):
+    rungs = {**MF, "fidelity": {**MF["fidelity"], "rungs": [{"epochs": 0, "split": "heldout"}]}}
+    with pytest.raises(ValueError, match=r"fidelity.rungs\[0\].split: heldout, but data.heldout_subset is not set"):
+        load_study_spec(spec_copy(tiny_setting, tmp_path, **rungs))
+    held_out = ["video_test_0000001", "video_test_0000003"]
+    spec = load_study_spec(spec_copy(tiny_setting, tmp_path, data=held_out_copy(tiny_setting, tmp_path, held_out),
+                                     **rungs)).resolved()
+    runner = TrialRunner(spec)
+    drops = runner.encoding.blocks[:1]
+    outcome = attempt(runner, Work(runner.encoding.encode(drops), "trial-0", 0))
+    assert outcome.state == TrialState.RUNNING and outcome.attrs["rung"]["split"] == "heldout"
+    videos = runner.experiment.dataset("heldout")
+    assert [v.video_id for v in videos.videos] == held_out
+    unaligned = runner.base.without_blocks(drops)
+    assert outcome.attrs["rung"]["average_mAP"] == evaluate_model(unaligned, videos, spec.eval.tious).average_mAP
+    # A dataset without the subset the data section names is refused, naming the field.
+    missing = spec.model_copy(update={"data": spec.data.model_copy(update={"heldout_subset": "holdout"})})
+    with pytest.raises(DataFormatError, match="data.heldout_subset: .* no videos in subset 'holdout'"):
+        Experiment.from_spec(missing)
 
 
 @pytest.mark.parametrize("runner_kind", ["local", "ray"])
