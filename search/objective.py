@@ -20,7 +20,7 @@ from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
 from tadmodels.inference import evaluate_model
 from tadmodels.models import TADModel
-from tadmodels.profile import count_params, model_macs
+from tadmodels.profile import count_params, model_macs, torch_threads
 from tadmodels.training import Experiment, load_model, save_model
 
 from .cache import DeviceLock, PrefixCache
@@ -204,8 +204,11 @@ class TrialRunner:
     @contextmanager
     def computing(self):
         """The devices this trial computes on, held shared: a timing of any of them on this host
-        (which holds it exclusively) waits until the trial is done with it, and the other way round."""
+        (which holds it exclusively) waits until the trial is done with it, and the other way round.
+        Inside, torch uses the spec's `train.threads` (alignment is training): its default, a
+        thread per core, made trials side by side spin their threads against each other's."""
         with ExitStack() as stack:
+            stack.enter_context(torch_threads(self.spec.train.threads))
             for lock in self.locks:
                 stack.enter_context(lock.shared())
             yield

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
 import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -255,6 +256,10 @@ def test_a_rung_on_the_held_out_split_scores_those_videos_and_needs_them(tiny_se
     spec = load_study_spec(spec_copy(tiny_setting, tmp_path, data=held_out_copy(tiny_setting, tmp_path, held_out),
                                      **rungs)).resolved()
     runner = TrialRunner(spec)
+    outside = torch.get_num_threads()
+    with runner.computing():  # alignment and scoring with the spec's threads, not torch's default
+        assert torch.get_num_threads() == spec.train.threads == 1
+    assert torch.get_num_threads() == outside
     drops = runner.encoding.blocks[:1]
     outcome = attempt(runner, Work(runner.encoding.encode(drops), "trial-0", 0))
     assert outcome.state == TrialState.RUNNING and outcome.attrs["rung"]["split"] == "heldout"
