@@ -17,8 +17,8 @@ cumulative compute stays within C. Reported per study:
   over the hypervolume of the union of both families (goal >= 1.10);
 - the same at the end of the study (all its compute);
 - for `mf`, the compute at which it first reaches the `full` study's final hypervolume (same
-  seed), as a fraction of the `full` study's search compute (goal <= 1/3). The lower rungs the
-  baseline trials climb under multi-fidelity are charged to the `mf` search (`charge_baseline_rungs`).
+  seed), as a fraction of the `full` study's search compute (goal <= 1/3). Baseline trials skip
+  the lower rungs (`search.fidelity`, rule 3), so both studies' baselines cost the same.
 
 Cost axis: MACs (a count no timing noise moves: the studies run side by side on a shared 2-core
 machine, where latency medians move by tens of percent), reference point (base mAP minus
@@ -190,20 +190,6 @@ def summarise(run_dir: Path, base_mac_count: int) -> dict:
     }
 
 
-def charge_baseline_rungs(mf: dict, full: dict) -> None:
-    """Under multi-fidelity the baseline trials climb the lower rungs too (they are the peers search
-    trials meet there): that alignment is the multi-fidelity search's cost, not the baselines'. It is
-    moved to the start of `mf`'s search curve, and `mf`'s equal-compute figure is taken at the
-    baselines' compute without it (the `full` study's of the same seed)."""
-    overhead = max(0, mf["baseline_video_epochs"] - full["baseline_video_epochs"])  # 0 when stopped early
-    mf["baseline_rung_video_epochs"] = overhead
-    mf["baseline_video_epochs"] = full["baseline_video_epochs"]
-    mf["curve"] = [{**point, "video_epochs": point["video_epochs"] + overhead} for point in mf["curve"]]
-    mf["search_video_epochs"] += overhead
-    mf["hv_search_at_baseline_compute"] = {axis: at_compute(mf["curve"], full["baseline_video_epochs"], axis)
-                                           for axis in mf["hv_search_at_baseline_compute"]}
-
-
 def ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -242,7 +228,7 @@ def properties(spec: StudySpec, chain: list[str]) -> dict:
 
 def report(summaries: dict[tuple[int, str], dict], props: dict | None) -> str:
     columns = ["seed", "study", "launch s", "search complete / pruned before alignment / at a rung / repeats",
-               "baseline compute (video-epochs)", "search compute (of it: baselines' rungs)", "HV baselines (MACs)",
+               "baseline compute (video-epochs)", "search compute (video-epochs)", "HV baselines (MACs)",
                "HV search at baseline compute / baselines (MACs)", "same, latency", "HV search at end / baselines (MACs)",
                "mf: compute to reach full's final HV / full's compute"]
     rows = []
@@ -255,7 +241,7 @@ def report(summaries: dict[tuple[int, str], dict], props: dict | None) -> str:
                 else f"not reached ({s['hv_search_final']['macs'] / full['hv_search_final']['macs']:.3f} of it)"
         rows.append([seed, variant, fmt(s["launch_wall_s"], 0) + ("" if s["launch_wall_s"] else " (stopped)"),
                      f"{s['search_complete']} / {s['pruned_before_alignment']} / {s['pruned_at_rung']} / {s['repeats']}",
-                     s["baseline_video_epochs"], f"{s['search_video_epochs']} ({s.get('baseline_rung_video_epochs', 0)})",
+                     s["baseline_video_epochs"], s["search_video_epochs"],
                      f"{s['hv_baselines']['macs']:.4g}",
                      fmt(ratio(s["hv_search_at_baseline_compute"]["macs"], s["hv_baselines"]["macs"])),
                      fmt(ratio(s["hv_search_at_baseline_compute"]["latency"], s["hv_baselines"]["latency"])),
@@ -305,8 +291,6 @@ def main() -> None:
         run_all([(spec, scratch / f"seed{seed}-{variant}") for (seed, variant), spec in specs.items()], args.parallel)
     mac_count = base_macs(next(iter(specs.values())))
     summaries = {key: summarise(scratch / f"seed{key[0]}-{key[1]}", mac_count) for key in specs}
-    for seed in args.seeds:
-        charge_baseline_rungs(summaries[seed, "mf"], summaries[seed, "full"])
     props = None
     if not args.no_properties:
         props_path = scratch / "properties.json"

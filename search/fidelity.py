@@ -18,10 +18,14 @@ writes to the study and sees every trial of every driver through it, promotes or
    rung. With n peers, it goes up while fewer than ceil((n + 1) / eta) of them dominate it: about the
    best 1/eta of each latency neighbourhood go up, and a trial no faster trial beats always does.
    With fewer than `min_peers` peers a rung says too little, and the trial goes up.
+3. Baselines. A baseline trial (`greedy`, `greedy+channels`) is measured as the paper measures it:
+   it goes straight to the full alignment and is never stopped. It pays no lower rung, so the
+   baselines cost what they cost without multi-fidelity, and the peers at a lower rung are search
+   trials only (a baseline's full-rung result is another fidelity, no peer there).
 
 A rung's models are cached like the full ones (`search.objective`: one prefix cache per rung), so a
 trial going up starts from the longest prefix already aligned at the next rung (by any trial: the
-greedy chain's prefixes are the full rung's). It does not resume its lower-rung adapters: LoRA is
+greedy chain's prefixes are the full rung's, and so are the baselines'). It does not resume its lower-rung adapters: LoRA is
 merged after every step and each step's learning rate warms up and decays over its own epochs, so a
 resumed run would differ from the full alignment every other trial and the baselines are measured
 with. The cost of that choice: a trial that reaches the top has also paid its lower rungs (for

@@ -11,7 +11,8 @@
    FAIL with the reason, or PRUNED with the reason. With multi-fidelity (`search.fidelity`) a trial
    is several pieces of work: the first is timed and may stop before any alignment (PRUNED), each
    lower rung ends RUNNING with the rung's result, and the driver promotes the trial to the next
-   rung (queued before new asks, as successive halving prefers promotions) or stops it (PRUNED). A
+   rung (queued before new asks, as successive halving prefers promotions) or stops it (PRUNED);
+   a baseline trial goes straight to the full alignment, never stopped (`search.fidelity`). A
    rung is one piece of work rather than a Ray Tune scheduler's decision, so the local runner and
    Ray share this logic, and the decision is taken where every driver's rung results are visible.
 
@@ -276,7 +277,10 @@ class StudyDriver:
         trial.set_user_attr(LAUNCH_ATTR, self.launch)
         trial.set_user_attr(SEED_ATTR, self.seed)
         baseline = self.storage.get_trial(trial._trial_id).user_attrs.get(BASELINE_ATTR)
-        return Flight(trial, self.encoding.decode(trial.params).key(), baseline)
+        # A baseline is measured as the paper measures it: fully aligned, never stopped. It skips
+        # the lower rungs, so it neither pays for them nor meets search trials there.
+        rung = len(self.spec.fidelity.rungs) if self.spec.fidelity is not None and baseline else 0
+        return Flight(trial, self.encoding.decode(trial.params).key(), baseline, rung)
 
     def _route(self, flight: Flight) -> Flight | None:
         """Claim the flight's schedule: returns the flight when it is this trial's to run; resolves
@@ -319,7 +323,8 @@ class StudyDriver:
 
     def work(self, flight: Flight) -> Work:
         """The flight's next piece of work; at a multi-fidelity search trial's first rung, with
-        what stops it before alignment (`search.fidelity`, rule 1)."""
+        what stops it before alignment (`search.fidelity`, rule 1). A baseline trial starts at the
+        full rung (`_ask`) and is never stopped."""
         stop = None
         if self.spec.fidelity is not None and flight.rung == 0 and flight.baseline is None:
             stop = self._stop_before_alignment()
@@ -361,8 +366,9 @@ class StudyDriver:
             self.claims.complete(flight.claim, {"trial_id": trial_id, "state": TrialState.COMPLETE.name})
 
     def _after_rung(self, flight: Flight, attrs: dict) -> None:
-        """Record the rung's result where every driver sees it, then promote the trial or stop it
-        (baseline trials always go up: their rung results are what search trials meet first)."""
+        """Record the rung's result where every driver sees it, then promote the trial or stop it.
+        Its peers are the search trials that reached the same rung (baselines skip the lower rungs;
+        a result at another rung is another fidelity)."""
         trial_id = flight.trial._trial_id
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
@@ -370,9 +376,10 @@ class StudyDriver:
         rung_name = f"rung {record['rung']} ({record['epochs']} epoch(s), {record['split']} split)"
         result = ScoredPoint(f"trial {flight.number}", record[MAP], record[LATENCY])
         others = [ScoredPoint(f"trial {t.number}", r[MAP], r[LATENCY]) for t in self.study.get_trials(deepcopy=False)
-                  for r in t.user_attrs.get(RUNGS, []) if r["rung"] == record["rung"] and t.number != flight.number]
+                  for r in t.user_attrs.get(RUNGS, []) if r["rung"] == record["rung"] and t.number != flight.number
+                  and REPEAT_OF not in t.user_attrs]  # a baseline completed from a search trial carries its rungs
         verdict = judge(result, others, self.spec.fidelity, rung_name)
-        if flight.baseline is None and not verdict.promote:
+        if not verdict.promote:
             self._tell_pruned(flight, verdict.reason, {PRUNED_AT: record["rung"]})
             return
         flight.rung += 1

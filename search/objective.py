@@ -20,7 +20,7 @@ from pruning.progressive import channel_step, drop_step
 from pruning.schedule import Schedule
 from tadmodels.inference import evaluate_model
 from tadmodels.models import TADModel
-from tadmodels.profile import count_params, model_macs
+from tadmodels.profile import count_params, model_macs, torch_threads
 from tadmodels.training import Experiment, load_model, save_model
 
 from .cache import DeviceLock, PrefixCache
@@ -84,7 +84,7 @@ class Work:
 @dataclass(frozen=True)
 class RungSetting:
     alignment: AlignmentConfig
-    split: str  # "train" or "test"
+    split: str  # "train", "heldout" or "test" (`search.spec.Rung`)
 
 
 class TrialRunner:
@@ -201,15 +201,18 @@ class TrialRunner:
 
     def _score(self, model: TADModel, split: str) -> dict:
         data = self.spec.data
-        subset = data.test_subset if split == "test" else data.train_subset
+        subset = {"train": data.train_subset, "heldout": data.heldout_subset, "test": data.test_subset}[split]
         result = evaluate_model(model, self.experiment.dataset(subset), self.spec.eval.tious)
         return {MAP: result.average_mAP, "per_tiou": list(result.per_tiou), "tious": list(result.tious)}
 
     @contextmanager
     def computing(self):
         """The devices this trial computes on, held shared: a timing of any of them on this host
-        (which holds it exclusively) waits until the trial is done with it, and the other way round."""
+        (which holds it exclusively) waits until the trial is done with it, and the other way round.
+        Inside, torch uses the spec's `train.threads` (alignment is training): its default, a
+        thread per core, made trials side by side spin their threads against each other's."""
         with ExitStack() as stack:
+            stack.enter_context(torch_threads(self.spec.train.threads))
             for lock in self.locks:
                 stack.enter_context(lock.shared())
             yield

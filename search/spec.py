@@ -121,8 +121,12 @@ class Rung(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(ge=0, description="alignment epochs per step at this rung; 0: no alignment")
-    split: Literal["train", "test"] = Field(default="train", description="where the rung's mAP is measured: "
-                                            "data.train_subset (no test data in the decision) or data.test_subset")
+    # A search that decides on the test videos and reports on them selects on its test set; a
+    # held-out subset is what keeps the two apart when training videos cannot tell schedules apart
+    # (a base model that fits them scores alike there with or without drops).
+    split: Literal["train", "heldout", "test"] = Field(
+        default="train", description="where the rung's mAP is measured: data.train_subset, data.heldout_subset "
+                                     "(neither trained nor reported on) or data.test_subset")
 
 
 class FidelitySettings(BaseModel):
@@ -203,6 +207,10 @@ class StudySpec(ExperimentSpec):
         if self.fidelity is not None and self.fidelity.rungs[-1].epochs >= self.alignment.epochs:
             raise ValueError(f"fidelity.rungs: a lower rung's epochs ({self.fidelity.rungs[-1].epochs}) must be below "
                              f"the full alignment's (alignment.epochs {self.alignment.epochs})")
+        for index, rung in enumerate(self.fidelity.rungs if self.fidelity is not None else []):
+            if rung.split == "heldout" and self.data.heldout_subset is None:
+                raise ValueError(f"fidelity.rungs[{index}].split: heldout, but data.heldout_subset is not set: "
+                                 "name the dataset's held-out subset, or score the rung on train or test")
         return self
 
     @model_validator(mode="after")

@@ -1,11 +1,15 @@
 """Multi-fidelity, the reference point and baseline families, the seeded start and the samplers
 with PRUNED trials: rules on hand-built inputs, then real studies on the tiny setting (real Optuna
 storage, a real Ray run)."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
+import torch
+import yaml
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from typer.testing import CliRunner
@@ -24,6 +28,9 @@ from search.seeding import draw_order, seeded_params
 from search.spec import FidelitySettings, ParetoSettings, SearchSpace, load_study_spec
 from search.study import storage_for
 from pruning.alignment import AlignmentConfig
+from tadmodels.data import DataFormatError
+from tadmodels.inference import evaluate_model
+from tadmodels.training import Experiment
 
 NO_BUDGETS = {"max_latency_ms": None, "min_map": None}
 BLOCKS = [f"b.{i}" for i in range(5)]
@@ -174,9 +181,11 @@ def test_a_trial_stopped_before_alignment_aligns_nothing(tiny_setting, tmp_path)
 def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(tiny_setting, tmp_path):
     fidelity = {**MF["fidelity"], "min_peers": 1, "eta": 10, "optimism": 0.5}
     path = spec_copy(tiny_setting, tmp_path, n_trials=2, **{**MF, "fidelity": fidelity})
-    study = launch(load_study_spec(path), NO_BUDGETS, show_progress=False)  # the 2 greedy trials climb every rung
-    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[0, 1, 2], [0, 1, 2]]
+    study = launch(load_study_spec(path), NO_BUDGETS, show_progress=False)
+    # The 2 greedy trials go straight to the full alignment: no lower rung, no stop (local runner).
+    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[2], [2]]
     assert [t.user_attrs["rungs"][-1]["split"] for t in study.trials] == ["test", "test"]
+    assert [t.user_attrs["alignment_compute"]["epochs"] for t in study.trials] == [0, 0]  # the chain's prefixes
     base_map, base_latency = study.user_attrs["base_map"], study.user_attrs["base_latency_ms"]
     one_drop_latency = study.trials[0].user_attrs["latency_median_ms"]  # the tiny model's blocks are alike
     assert base_map < 0.5 and one_drop_latency != base_latency
@@ -224,6 +233,46 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     assert "trial 4 pruned before alignment: dominated before alignment: trial 3" in text
 
 
+def held_out_copy(tiny_setting, tmp_path, names: list[str]) -> dict:
+    """The tiny setting's data section for a copy of its dataset whose test videos `names` are
+    relabelled `heldout` (the frames are the original's, linked)."""
+    raw = yaml.safe_load(tiny_setting.read_text())["data"]
+    original, root = Path(raw["root"]), tmp_path / "data"
+    root.mkdir()
+    (root / "frames").symlink_to(original / "frames")
+    annotations = json.loads((original / "annotations.json").read_text())
+    for name in names:
+        assert annotations["database"][name]["subset"] == "test"
+        annotations["database"][name]["subset"] = "heldout"
+    (root / "annotations.json").write_text(json.dumps(annotations))
+    return {**raw, "root": str(root), "heldout_subset": "heldout"}
+
+
+def test_a_rung_on_the_held_out_split_scores_those_videos_and_needs_them(tiny_setting, tmp_path):
+    rungs = {**MF, "fidelity": {**MF["fidelity"], "rungs": [{"epochs": 0, "split": "heldout"}]}}
+    with pytest.raises(ValueError, match=r"fidelity.rungs\[0\].split: heldout, but data.heldout_subset is not set"):
+        load_study_spec(spec_copy(tiny_setting, tmp_path, **rungs))
+    held_out = ["video_test_0000001", "video_test_0000003"]
+    spec = load_study_spec(spec_copy(tiny_setting, tmp_path, data=held_out_copy(tiny_setting, tmp_path, held_out),
+                                     **rungs)).resolved()
+    runner = TrialRunner(spec)
+    outside = torch.get_num_threads()
+    with runner.computing():  # alignment and scoring with the spec's threads, not torch's default
+        assert torch.get_num_threads() == spec.train.threads == 1
+    assert torch.get_num_threads() == outside
+    drops = runner.encoding.blocks[:1]
+    outcome = attempt(runner, Work(runner.encoding.encode(drops), "trial-0", 0))
+    assert outcome.state == TrialState.RUNNING and outcome.attrs["rung"]["split"] == "heldout"
+    videos = runner.experiment.dataset("heldout")
+    assert [v.video_id for v in videos.videos] == held_out
+    unaligned = runner.base.without_blocks(drops)
+    assert outcome.attrs["rung"]["average_mAP"] == evaluate_model(unaligned, videos, spec.eval.tious).average_mAP
+    # A dataset without the subset the data section names is refused, naming the field.
+    missing = spec.model_copy(update={"data": spec.data.model_copy(update={"heldout_subset": "holdout"})})
+    with pytest.raises(DataFormatError, match="data.heldout_subset: .* no videos in subset 'holdout'"):
+        Experiment.from_spec(missing)
+
+
 @pytest.mark.parametrize("runner_kind", ["local", "ray"])
 def test_a_multi_fidelity_study_runs_under_both_runners(tiny_setting, tmp_path, runner_kind, request):
     if runner_kind == "ray":
@@ -238,6 +287,9 @@ def test_a_multi_fidelity_study_runs_under_both_runners(tiny_setting, tmp_path, 
     assert study.trials[2].user_attrs.get("seeded_start") is True
     for trial in complete:
         rungs = trial.user_attrs["rungs"]
+        if trial.user_attrs.get("baseline"):  # straight to the full alignment, under either runner
+            assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(2, 2, "test")]
+            continue
         assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(0, 0, "train"), (1, 1, "train"), (2, 2, "test")]
         assert rungs[-1]["average_mAP"] == trial.values[0] and not math.isnan(rungs[0]["average_mAP"])
         # Epochs spent: at most each drop at rung 1 and at the full rung (cached prefixes cost nothing).

@@ -196,3 +196,29 @@ def test_presets_document_the_grid() -> None:
     assert dict(thumos.subsets) == {"validation": 200, "test": 213} and thumos.num_classes == 20
     assert (PRESETS["demo-features"].feature_stride, PRESETS["demo-features"].clip_length) == (1, 1)
     assert PRESETS["thumos-like"].num_classes == 20 and len(set(PRESETS["thumos-like"].label_names)) == 20
+
+
+def test_bench_generates_its_held_out_videos_last_and_names_them(tmp_path: Path) -> None:
+    preset = PRESETS["bench"]
+    assert [name for name, _ in preset.subsets] == ["validation", "test", "heldout"]
+    root = generate("bench", tmp_path / "bench", max_videos=2)
+    config = DataConfig.model_validate({**json.loads((root / "dataset.json").read_text())["data_config"], "root": root})
+    assert (config.train_subset, config.test_subset, config.heldout_subset) == ("validation", "test", "heldout")
+    annotations = load_annotations(config.annotations_path, config.labels)
+    assert [v.video_id for v in annotations.subset("heldout")] == ["video_heldout_0000001", "video_heldout_0000002"]
+    # Generated last from generators of their own: the training and test videos are those a
+    # preset without held-out videos writes.
+    PRESETS["bench-two-subsets"] = dataclasses.replace(preset, name="bench-two-subsets", subsets=preset.subsets[:2])
+    try:
+        before = files(generate("bench-two-subsets", tmp_path / "two", max_videos=2))
+    finally:
+        del PRESETS["bench-two-subsets"]
+    after = files(root)
+    assert all(after[name] == data for name, data in before.items() if name.endswith(".npy")) and len(before) == 6
+    assert json.loads(after["annotations.json"])["database"].items() >= json.loads(before["annotations.json"])["database"].items()
+
+
+@pytest.mark.parametrize("heldout", ["validation", "TEST"])
+def test_a_held_out_subset_is_neither_the_training_nor_the_test_one(heldout: str) -> None:
+    with pytest.raises(ValueError, match=f"heldout_subset: '{heldout}' is also data.(train|test)_subset"):
+        DataConfig(root=Path("x"), kind="features", heldout_subset=heldout)

@@ -65,6 +65,10 @@ class DataConfig(BaseModel):
     clip_length: int = Field(default=16, ge=1)
     train_subset: str = "validation"
     test_subset: str = "test"
+    # THUMOS14 trains on its "validation" videos, so a third subset is named for what it is for.
+    heldout_subset: str | None = added_field(
+        None, description="videos neither trained nor tested on, for decisions taken on data (a search's "
+                          "rungs) that the test figures must not see; None: the dataset has none")
     labels: list[str] | None = Field(default=None, description="label names in id order; None: from the annotations")
     max_seq_len: int = Field(default=2304, ge=1, description="training window, in feature-grid positions")
     video: VideoDecoding | None = added_field(None, description="kind videos only; None there: the defaults")
@@ -81,6 +85,15 @@ class DataConfig(BaseModel):
     def _unique_labels(self) -> "DataConfig":
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise ValueError("labels: names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _heldout_is_its_own(self) -> "DataConfig":
+        # Subset names are compared case-insensitively (`Annotations.subset`, as ActionFormer does).
+        others = {self.train_subset.lower(): "train_subset", self.test_subset.lower(): "test_subset"}
+        if self.heldout_subset is not None and self.heldout_subset.lower() in others:
+            raise ValueError(f"heldout_subset: {self.heldout_subset!r} is also data.{others[self.heldout_subset.lower()]}; "
+                             "held-out videos must be neither trained nor tested on")
         return self
 
     @model_validator(mode="after")

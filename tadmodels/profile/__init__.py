@@ -1,9 +1,9 @@
 """MACs, parameters and measured latency."""
 from .latency import (LatencyRecord, Speedup, TimingConfig, Timings, deploy, first_call, measure_latencies,
-                      resolve_device)
+                      resolve_device, torch_threads)
 from .macs import count_macs, count_params
 from .model import ModelProfile, dummy_input, model_latencies, model_latency, model_macs, profile_model
 
 __all__ = ["LatencyRecord", "ModelProfile", "Speedup", "TimingConfig", "Timings", "count_macs", "count_params", "deploy",
            "dummy_input", "first_call", "measure_latencies", "model_latencies", "model_latency", "model_macs",
-           "profile_model", "resolve_device"]
+           "profile_model", "resolve_device", "torch_threads"]

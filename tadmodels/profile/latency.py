@@ -170,7 +170,7 @@ def measure_latencies(runs: Mapping[str, Callable[[], object]], device: torch.de
     names = list(runs)
     shapes = input_shape if isinstance(input_shape, Mapping) else {name: input_shape for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads), torch.inference_mode():
         for run in runs.values():
             for _ in range(config.warmup):
                 run()
@@ -218,7 +218,8 @@ def _record(times: list[float], stopped_by: str, config: TimingConfig, device: s
 
 
 @contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` inside (None: as they are), restored on the way out."""
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ..checkpoints.backbone import BACKBONE_WEIGHTS, is_backbone_import, read_backbone_import
 from ..checkpoints.files import config_differences, load_strict
 from ..data.dataset import GridGeometry, TADDataset, collate, seed_worker
-from ..data.formats import Annotations, load_annotations
+from ..data.formats import Annotations, DataFormatError, load_annotations
 from ..data.config import DataConfig
 from ..data.synthetic import generate
 from ..inference import evaluate_model
@@ -61,6 +61,13 @@ class Experiment:
     def from_spec(cls, spec: ExperimentSpec, model: TADModel | None = None) -> "Experiment":
         ensure_dataset(spec.data)
         annotations = load_annotations(spec.data.annotations_path, spec.data.labels)
+        if spec.data.heldout_subset is not None:
+            try:
+                annotations.subset(spec.data.heldout_subset)
+            except DataFormatError as error:
+                hint = (" (a synthetic dataset generated before its preset had one: delete data.root to regenerate it)"
+                        if spec.data.synthetic is not None else "")
+                raise DataFormatError(f"data.heldout_subset: {error}{hint}") from None
         classes = spec.model.detector.num_classes
         if classes != len(annotations.label_names):
             raise ValueError(f"model.detector.num_classes is {classes} but {spec.data.annotations_path} "
