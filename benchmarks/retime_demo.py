@@ -28,7 +28,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from common import markdown_table
+from common import add_scratch_arguments, markdown_table, scratch_dir
 from search.pareto import RETIMED, complete_trials, front, latency_ms, not_dominated_by
 from search.spec import StudySpec, load_study_spec
 from search.study import BASELINE_ATTR, GREEDY, storage_for
@@ -134,18 +133,15 @@ def report(scratch: Path, spec: StudySpec) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "studies" / "demo.yaml")
-    parser.add_argument("--scratch", type=Path, default=None, help="where the study goes; default a new temp dir")
+    add_scratch_arguments(parser, "the study")
     parser.add_argument("--stages", type=int, nargs="*", default=[3, 6, 9, 12, 14], help="n_trials of each launch")
     parser.add_argument("--retimes", type=int, default=0,
                         help="then re-time this many times more with `study pareto --retime` (no new trials)")
     parser.add_argument("--runner", choices=["ray", "local"], default="ray",
                         help="local: trials and timing in the launch's process (Ray runs its workers at niceness 15, "
                              "which a loaded shared machine starves)")
-    parser.add_argument("--report-only", action="store_true", help="read the study already in --scratch")
     args = parser.parse_args()
-    if args.report_only and args.scratch is None:
-        parser.error("--report-only needs --scratch")
-    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="retime-demo-"))).resolve()
+    scratch = scratch_dir(parser, args, "retime-demo-")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = scratch_spec(load_study_spec(args.spec), scratch, args.runner)
     if not args.report_only:

@@ -28,7 +28,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from itertools import accumulate
 from pathlib import Path
@@ -37,7 +36,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from common import markdown_table
+from common import add_scratch_arguments, markdown_table, scratch_dir
 from search.pareto import (SEARCH, ReferencePoint, complete_trials, family, front, hypervolume, latency_ms,
                            pareto_report, reference_point)
 from search.spec import StudySpec, load_study_spec
@@ -203,14 +202,11 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "studies" / "demo.yaml")
-    parser.add_argument("--scratch", type=Path, default=None, help="where the studies go; default a new temp dir")
+    add_scratch_arguments(parser, "the studies")
     parser.add_argument("--n-trials", type=int, default=14)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="runner.max_concurrent per launch")
-    parser.add_argument("--report-only", action="store_true", help="read the studies already in --scratch")
     args = parser.parse_args()
-    if args.report_only and args.scratch is None:
-        parser.error("--report-only needs --scratch")
-    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="search-demo-"))).resolve()
+    scratch = scratch_dir(parser, args, "search-demo-")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_spec(args.spec)
     rows = []

@@ -41,7 +41,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +49,7 @@ import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from common import markdown_table
+from common import add_scratch_arguments, markdown_table, scratch_dir
 from pruning.alignment import align
 from pruning.progressive import drop_step
 from search.objective import COMPUTE, TrialRunner
@@ -269,18 +268,15 @@ def report(summaries: dict[tuple[int, str], dict], props: dict | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", type=Path, default=ROOT / "studies" / "bench.yaml")
-    parser.add_argument("--scratch", type=Path, default=None, help="where the studies go; default a new temp dir")
+    add_scratch_arguments(parser, "the studies")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-trials", type=int, default=None, help="complete trials per study (default: the spec's)")
     parser.add_argument("--align-epochs", type=int, default=None, help="alignment epochs per step (default: the spec's)")
     parser.add_argument("--parallel", type=int, default=2, help="launches at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the properties")
     parser.add_argument("--no-properties", action="store_true")
-    parser.add_argument("--report-only", action="store_true", help="read the studies already in --scratch")
     args = parser.parse_args()
-    if args.report_only and args.scratch is None:
-        parser.error("--report-only needs --scratch")
-    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="search-vs-baseline-"))).resolve()
+    scratch = scratch_dir(parser, args, "search-vs-baseline-")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(args.threads)
     base_spec = load_study_spec(args.spec)
