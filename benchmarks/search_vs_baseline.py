@@ -18,7 +18,7 @@ cumulative compute stays within C. Reported per study:
 - the same at the end of the study (all its compute);
 - for `mf`, the compute at which it first reaches the `full` study's final hypervolume (same
   seed), as a fraction of the `full` study's search compute (goal <= 1/3). Baseline trials skip
-  the lower rungs (`search.fidelity`, rule 3), so both studies' baselines cost the same.
+  the rungs that align (`search.fidelity`, rule 3), so both studies' baselines cost the same.
 
 Cost axis: MACs (a count no timing noise moves: the studies run side by side on a shared 2-core
 machine, where latency medians move by tens of percent), reference point (base mAP minus

@@ -19,9 +19,12 @@ writes to the study and sees every trial of every driver through it, promotes or
    best 1/eta of each latency neighbourhood go up, and a trial no faster trial beats always does.
    With fewer than `min_peers` peers a rung says too little, and the trial goes up.
 3. Baselines. A baseline trial (`greedy`, `greedy+channels`) is measured as the paper measures it:
-   it goes straight to the full alignment and is never stopped. It pays no lower rung, so the
-   baselines cost what they cost without multi-fidelity, and the peers at a lower rung are search
-   trials only (a baseline's full-rung result is another fidelity, no peer there).
+   it is never stopped and skips every rung that aligns, so the baselines cost what they cost
+   without multi-fidelity. It is scored at the rungs that align nothing (0 epochs: an evaluation
+   of its drops and channel pruning, no training) and counts there as a peer: the search trials at
+   such a rung are then judged against schedules whose full result is known from the first
+   search trial on, instead of only against each other (a study's first search trials would have
+   too few peers to be judged at all).
 
 A rung's models are cached like the full ones (`search.objective`: one prefix cache per rung), so a
 trial going up starts from the longest prefix already aligned at the next rung (by any trial: the

@@ -12,7 +12,7 @@
    is several pieces of work: the first is timed and may stop before any alignment (PRUNED), each
    lower rung ends RUNNING with the rung's result, and the driver promotes the trial to the next
    rung (queued before new asks, as successive halving prefers promotions) or stops it (PRUNED);
-   a baseline trial goes straight to the full alignment, never stopped (`search.fidelity`). A
+   a baseline trial is never stopped and skips the rungs that align (`search.fidelity`). A
    rung is one piece of work rather than a Ray Tune scheduler's decision, so the local runner and
    Ray share this logic, and the decision is taken where every driver's rung results are visible.
 
@@ -277,10 +277,16 @@ class StudyDriver:
         trial.set_user_attr(LAUNCH_ATTR, self.launch)
         trial.set_user_attr(SEED_ATTR, self.seed)
         baseline = self.storage.get_trial(trial._trial_id).user_attrs.get(BASELINE_ATTR)
-        # A baseline is measured as the paper measures it: fully aligned, never stopped. It skips
-        # the lower rungs, so it neither pays for them nor meets search trials there.
-        rung = len(self.spec.fidelity.rungs) if self.spec.fidelity is not None and baseline else 0
-        return Flight(trial, self.encoding.decode(trial.params).key(), baseline, rung)
+        first_rung = self._baseline_rung(after=-1) if baseline else 0
+        return Flight(trial, self.encoding.decode(trial.params).key(), baseline, first_rung)
+
+    def _baseline_rung(self, after: int) -> int:
+        """The rung a baseline trial runs after rung `after` (-1: its first). A baseline is
+        measured as the paper measures it: fully aligned, never stopped (`search.fidelity`, rule
+        3). It is scored at the lower rungs that align nothing, which cost it an evaluation and give
+        the search trials there peers whose full result is known, and skips those that align."""
+        lower = self.spec.fidelity.rungs if self.spec.fidelity is not None else []
+        return next((index for index in range(after + 1, len(lower)) if lower[index].epochs == 0), len(lower))
 
     def _route(self, flight: Flight) -> Flight | None:
         """Claim the flight's schedule: returns the flight when it is this trial's to run; resolves
@@ -323,8 +329,8 @@ class StudyDriver:
 
     def work(self, flight: Flight) -> Work:
         """The flight's next piece of work; at a multi-fidelity search trial's first rung, with
-        what stops it before alignment (`search.fidelity`, rule 1). A baseline trial starts at the
-        full rung (`_ask`) and is never stopped."""
+        what stops it before alignment (`search.fidelity`, rule 1). A baseline trial is never
+        stopped (`_baseline_rung`)."""
         stop = None
         if self.spec.fidelity is not None and flight.rung == 0 and flight.baseline is None:
             stop = self._stop_before_alignment()
@@ -367,12 +373,16 @@ class StudyDriver:
 
     def _after_rung(self, flight: Flight, attrs: dict) -> None:
         """Record the rung's result where every driver sees it, then promote the trial or stop it.
-        Its peers are the search trials that reached the same rung (baselines skip the lower rungs;
-        a result at another rung is another fidelity)."""
+        Its peers are the trials that reached the same rung, the baselines scored there among them
+        (a result at another rung is another fidelity). A baseline always goes on."""
         trial_id = flight.trial._trial_id
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
         record = flight.rungs[-1]
+        if flight.baseline is not None:
+            flight.rung = self._baseline_rung(after=record["rung"])
+            self.promoted.append(flight)
+            return
         rung_name = f"rung {record['rung']} ({record['epochs']} epoch(s), {record['split']} split)"
         result = ScoredPoint(f"trial {flight.number}", record[MAP], record[LATENCY])
         others = [ScoredPoint(f"trial {t.number}", r[MAP], r[LATENCY]) for t in self.study.get_trials(deepcopy=False)

@@ -3,6 +3,7 @@ with PRUNED trials: rules on hand-built inputs, then real studies on the tiny se
 storage, a real Ray run)."""
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -182,9 +183,10 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     fidelity = {**MF["fidelity"], "min_peers": 1, "eta": 10, "optimism": 0.5}
     path = spec_copy(tiny_setting, tmp_path, n_trials=2, **{**MF, "fidelity": fidelity})
     study = launch(load_study_spec(path), NO_BUDGETS, show_progress=False)
-    # The 2 greedy trials go straight to the full alignment: no lower rung, no stop (local runner).
-    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[2], [2]]
-    assert [t.user_attrs["rungs"][-1]["split"] for t in study.trials] == ["test", "test"]
+    # The 2 greedy trials are scored at the free rung 0, skip rung 1 (it aligns) and are never
+    # stopped (local runner).
+    assert [[r["rung"] for r in t.user_attrs["rungs"]] for t in study.trials] == [[0, 2], [0, 2]]
+    assert [[r["split"] for r in t.user_attrs["rungs"]] for t in study.trials] == [["train", "test"]] * 2
     assert [t.user_attrs["alignment_compute"]["epochs"] for t in study.trials] == [0, 0]  # the chain's prefixes
     base_map, base_latency = study.user_attrs["base_map"], study.user_attrs["base_latency_ms"]
     one_drop_latency = study.trials[0].user_attrs["latency_ms"]  # the tiny model's blocks are alike
@@ -222,6 +224,8 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     assert stopped.user_attrs["prune_reason"].startswith("dominated before alignment: trial 3 (mAP 1.0000")
     assert stopped.user_attrs["alignment_compute"]["epochs"] == 0 and "rungs" not in stopped.user_attrs
     assert lost.user_attrs["pruned_at"] == 0 and "trial 2 (1.0000, 0.00 ms)" in lost.user_attrs["prune_reason"]
+    # Its peers at rung 0: trial 2 and the greedy trials scored there (at least the 2-drop one is faster).
+    assert int(re.search(r"1 of (\d+) trials at similar or lower latency", lost.user_attrs["prune_reason"])[1]) >= 2
     assert [r["rung"] for r in lost.user_attrs["rungs"]] == [0]
     status = run("study", "status", "--storage", spec.storage_url, "--study", "tiny")
     text = " ".join(status.output.split())
@@ -287,8 +291,8 @@ def test_a_multi_fidelity_study_runs_under_both_runners(tiny_setting, tmp_path, 
     assert study.trials[2].user_attrs.get("seeded_start") is True
     for trial in complete:
         rungs = trial.user_attrs["rungs"]
-        if trial.user_attrs.get("baseline"):  # straight to the full alignment, under either runner
-            assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(2, 2, "test")]
+        if trial.user_attrs.get("baseline"):  # the free rung, then the full alignment, under either runner
+            assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(0, 0, "train"), (2, 2, "test")]
             continue
         assert [(r["rung"], r["epochs"], r["split"]) for r in rungs] == [(0, 0, "train"), (1, 1, "train"), (2, 2, "test")]
         assert rungs[-1]["average_mAP"] == trial.values[0] and not math.isnan(rungs[0]["average_mAP"])

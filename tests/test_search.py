@@ -168,8 +168,8 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
     path = spec_copy(tiny_setting, tmp_path, n_trials=30, runner={"kind": "local", "heartbeat_s": 1, "grace_s": grace_s})
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "study", "launch", str(path), "--quiet"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launch = [sys.executable, "-m", "search.cli", "study", "launch", str(path), "--quiet"]
+    driver = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     try:
         while time.time() < deadline:
@@ -189,8 +189,10 @@ def test_resume_after_the_driver_is_killed(tiny_setting, tmp_path):
     kept = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
     left_running = {t.number for t in study.get_trials(states=(TrialState.RUNNING,))}
     time.sleep(grace_s + 1)  # the killed driver's trials are stale once its heartbeat is this old
-    result = run("study", "launch", path, "--quiet", "--n-trials", str(len(kept) + 2))
-    assert result.exit_code == 0, result.output
+    # In its own process with a deadline: a resumed launch that waits for ever fails the test.
+    resumed = subprocess.run([*launch, "--n-trials", str(len(kept) + 2)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = optuna.load_study(study_name="tiny", storage=storage)
     complete = {t.number for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert kept <= complete and len(complete) == len(kept) + 2

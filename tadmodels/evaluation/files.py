@@ -7,17 +7,15 @@ other people, and a message that points into the file is what makes them fixable
 from __future__ import annotations
 
 import dataclasses
-import functools
-import gc
 import json
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
+from ..collector import gc_paused
 from .segments import Segments
 
 
@@ -25,29 +23,12 @@ class EvaluationInputError(ValueError):
     """An evaluation file that cannot be read as promised; the message names the file and what is wrong."""
 
 
-_Params = ParamSpec("_Params")
-_Result = TypeVar("_Result")
+# A results file decodes into a few hundred thousand dicts and lists, none in a cycle; their count
+# would trigger the cyclic collector again and again while they are made and read (a fifth of the
+# decoding time), each time walking all of them: the loaders run with it paused.
 
 
-def _cyclic_gc_paused(load: Callable[_Params, _Result]) -> Callable[_Params, _Result]:
-    """`load` run with the cyclic garbage collector paused. A results file decodes into a few
-    hundred thousand dicts and lists, none in a cycle; their count would trigger the collector
-    again and again while they are made and read (a fifth of the decoding time), each time
-    walking all of them. Reference counting frees them when `load` returns, before the collector
-    is resumed."""
-    @functools.wraps(load)
-    def paused(*args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return load(*args, **kwargs)
-        finally:
-            if enabled:
-                gc.enable()
-    return paused
-
-
-@_cyclic_gc_paused
+@gc_paused()
 def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
     """Ground-truth segments of an annotation file `{"database": {video_id: {"subset",
     "annotations": [{"label", "segment": [start_s, end_s]}]}}}`, optionally only the videos of
@@ -69,7 +50,7 @@ def load_ground_truth(path: str | Path, subset: str | None = None) -> Segments:
     return dataclasses.replace(segments, ignored_videos=[v for v in database if v not in selected])
 
 
-@_cyclic_gc_paused
+@gc_paused()
 def load_predictions(path: str | Path) -> Segments:
     """Predictions of an ActivityNet results file `{"results": {video_id: [{"label", "score",
     "segment": [start_s, end_s]}]}}`. Rows are in file order (videos in file order, then each

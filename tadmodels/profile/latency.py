@@ -21,7 +21,6 @@ pyperf's worker processes would time each variant at a different moment, the fai
 from __future__ import annotations
 
 import copy
-import gc
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +32,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+
+from ..collector import gc_paused
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -175,7 +176,7 @@ def measure_latencies(runs: Mapping[str, Callable[[], object]], device: torch.de
             for _ in range(config.warmup):
                 run()
         stopped_by, spent_ms = "max_repeats", 0.0
-        with _gc_paused():
+        with gc_paused(collect_first=True):  # none inside timed calls
             for round_index in range(config.max_repeats):
                 start = round_index % len(names)
                 for name in names[start:] + names[:start]:
@@ -227,19 +228,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No garbage collection inside timed calls (as `timeit` does); collected once before."""
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _time_once(run: Callable[[], object], device: torch.device) -> float:
