@@ -19,7 +19,8 @@
 Repeats. Many parameter vectors encode one schedule (random keys); a proposal whose schedule is
 finished is told PRUNED at once, naming the trial it repeats (`repeat_of`, its values in
 `repeat_values`), so it costs no trial slot (`n_trials` counts COMPLETE trials) and adds no
-duplicate to the front or to NSGA-II's population. What each sampler learns from it is what it
+duplicate to the front or to NSGA-II's population. The empty schedule (nothing dropped or pruned)
+is the base model, measured in the groundwork, and is told as its repeat the same way. What each sampler learns from it is what it
 learns from any PRUNED trial (`search.samplers`): TPE counts it among the worse trials, which steers it
 away from a schedule already known, NSGA-II draws another child, GP sees it as the result it
 repeats. A baseline trial that meets a finished schedule completes from it instead (its family
@@ -52,7 +53,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from .claims import StudyClaims
-from .encoding import ScheduleEncoding
+from .encoding import Decoded, ScheduleEncoding
 from .fidelity import ScoredPoint, StopBeforeAlignment, judge
 from .objective import COMPUTE, LATENCY, MAP, Compute, TrialOutcome, TrialRunner, Work
 from .pareto import average_map, latency_ms
@@ -64,6 +65,7 @@ FAIL_REASON, PRUNE_REASON = "fail_reason", "prune_reason"
 LAUNCH_ATTR, SEED_ATTR = "launch", "sampler_seed"
 RUNGS, PRUNED_AT, REPEAT_OF, REPEAT_VALUES = "rungs", "pruned_at", "repeat_of", "repeat_values"
 BEFORE_ALIGNMENT = "before alignment"
+BASE_MODEL_KEY = Decoded(drops=[], channel_ratios={}).key()  # the empty schedule: the base model itself
 # Attributes a trial has of its own, which a repeat does not copy from the trial it repeats.
 _OWN_ATTRS = {BASELINE_ATTR, LAUNCH_ATTR, SEED_ATTR, MAP, "recovered_from"}
 # Optuna warns when a heartbeat storage is used outside `Study.optimize`; here the driver beats itself.
@@ -290,7 +292,11 @@ class StudyDriver:
 
     def _route(self, flight: Flight) -> Flight | None:
         """Claim the flight's schedule: returns the flight when it is this trial's to run; resolves
-        it as a repeat when that schedule finished; parks it while another runs it."""
+        it as a repeat when that schedule finished (or is the base model); parks it while another
+        runs it."""
+        if flight.baseline is None and flight.schedule_key == BASE_MODEL_KEY:
+            self._tell_base_model(flight)
+            return None
         claim = self.claims.claim(flight.claim)
         finished_pruned = claim.done and claim.result.get("state") == TrialState.PRUNED.name
         if flight in self.parked and (claim.held or claim.done):
@@ -460,13 +466,29 @@ class StudyDriver:
                                     "latency_hit": True, "result_hit": True, "discarded": []}})
             self._tell_complete(flight, TrialOutcome.complete(tuple(source.values), attrs, checkpoint=None))
             return
-        self.repeats_in_a_row += 1
         known = (f"values mAP {source.values[0]:.4f}, {LATENCY} {source.values[1]:.3f}" if source.values
                  else f"itself {source.state.name}: {source.user_attrs.get(PRUNE_REASON, '')}")
-        attrs = {REPEAT_OF: source.number, "schedule_key": flight.schedule_key, COMPUTE: Compute().to_json(),
-                 **{k: source.user_attrs[k] for k in ("drops", "channel_ratios", "compute_signature", LATENCY, "macs")
-                    if k in source.user_attrs}}
-        if source.values:
-            attrs[REPEAT_VALUES] = list(source.values)
-        self._tell_pruned(flight, f"repeat of trial {source.number} (the same schedule; {known})", attrs,
-                          claim_result=False)
+        attrs = {k: source.user_attrs[k] for k in ("drops", "channel_ratios", "compute_signature", LATENCY, "macs")
+                 if k in source.user_attrs}
+        self._tell_known(flight, source.number, f"repeat of trial {source.number} (the same schedule; {known})",
+                         list(source.values) if source.values else None, attrs)
+
+    def _tell_base_model(self, flight: Flight) -> None:
+        """The empty schedule (nothing dropped, nothing pruned) proposed by the sampler: the base
+        model, measured in the groundwork. Told as its repeat: as a search trial it would take a
+        slot and put the base model on the front as something the search found."""
+        attrs = self.study.user_attrs
+        values = [attrs["base_map"], attrs["base_latency_ms"]]
+        self._tell_known(flight, "the base model", f"the base model itself (nothing dropped or pruned; mAP "
+                         f"{values[0]:.4f}, {LATENCY} {values[1]:.3f} in the groundwork)", values,
+                         {"drops": [], "channel_ratios": {}, LATENCY: values[1]})
+
+    def _tell_known(self, flight: Flight, source: int | str, reason: str, values: list[float] | None,
+                    attrs: dict) -> None:
+        """A search trial whose schedule's result is known already (`source`: the trial number, or
+        the base model): PRUNED as its repeat, at no trial slot, with the values it repeats."""
+        self.repeats_in_a_row += 1
+        attrs = {REPEAT_OF: source, "schedule_key": flight.schedule_key, COMPUTE: Compute().to_json(), **attrs}
+        if values is not None:
+            attrs[REPEAT_VALUES] = values
+        self._tell_pruned(flight, reason, attrs, claim_result=False)

@@ -193,11 +193,11 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     assert base_map < 0.5 and one_drop_latency != base_latency
     spec = load_study_spec(path).with_overrides(n_trials=10).resolved()
     encoding = ScheduleEncoding(spec.search, [f"backbone.blocks.{i}" for i in range(4)])
-    # Two schedules whose latencies are cached already: the base model's own and another single drop.
-    # On a busy machine either may time slower; the slower is queued first.
-    schedules = sorted([(base_latency, encoding.encode([], 0)),
-                        (one_drop_latency, encoding.encode([study.user_attrs["greedy_chain"][1]], 1))],
-                       key=lambda pair: -pair[0])
+    # Two schedules whose latencies are cached already: the greedy trials' architectures, other
+    # blocks or another order. On a busy machine either may time slower; the slower is queued first.
+    chain, two_drop_latency = study.user_attrs["greedy_chain"], study.trials[1].user_attrs["latency_ms"]
+    schedules = sorted([(one_drop_latency, encoding.encode([chain[1]], 1)),
+                        (two_drop_latency, encoding.encode(chain[1::-1], 2))], key=lambda pair: -pair[0])
     slow = schedules[0][0]
     # Hand-built: a peer that beats everyone at rung 0 at no latency (trial 2), and a complete trial
     # at the slower latency that beats the optimistic mAP (the base model's + 0.5) (trial 3).
@@ -224,7 +224,7 @@ def test_the_driver_prunes_before_alignment_and_at_a_rung_and_status_shows_why(t
     assert stopped.user_attrs["prune_reason"].startswith("dominated before alignment: trial 3 (mAP 1.0000")
     assert stopped.user_attrs["alignment_compute"]["epochs"] == 0 and "rungs" not in stopped.user_attrs
     assert lost.user_attrs["pruned_at"] == 0 and "trial 2 (1.0000, 0.00 ms)" in lost.user_attrs["prune_reason"]
-    # Its peers at rung 0: trial 2 and the greedy trials scored there (at least the 2-drop one is faster).
+    # Its peers at rung 0: trial 2 and the greedy trials scored there (at least the 2-drop one, as fast).
     assert int(re.search(r"1 of (\d+) trials at similar or lower latency", lost.user_attrs["prune_reason"])[1]) >= 2
     assert [r["rung"] for r in lost.user_attrs["rungs"]] == [0]
     status = run("study", "status", "--storage", spec.storage_url, "--study", "tiny")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline_fixtures import spec_copy
 from search.cli import app
-from search.encoding import PRIORITY
+from search.encoding import DROPS, PRIORITY
 from search.launch import launch
 from search.pareto import base_latency_ms
 from search.spec import load_study_spec
@@ -138,6 +138,7 @@ def test_a_repeated_schedule_is_pruned_at_no_trial_slot(tiny_setting, tmp_path):
     # Other priority keys, the same schedule (only the highest-priority block drops), proposed as a search trial.
     study.enqueue_trial({**first.params, **{k: 0.5 for k in first.params if k.startswith(PRIORITY)
                                             and first.params[k] == 0.0}})
+    study.enqueue_trial({**first.params, DROPS: 0})  # nothing dropped: the base model itself
     result = run("study", "launch", path, "--n-trials", "3")
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -147,7 +148,13 @@ def test_a_repeated_schedule_is_pruned_at_no_trial_slot(tiny_setting, tmp_path):
     assert again.params != first.params and again.state == TrialState.PRUNED
     assert again.user_attrs["repeat_of"] == first.number and again.user_attrs["repeat_values"] == first.values
     assert again.user_attrs["prune_reason"].startswith(f"repeat of trial {first.number}")
-    # The repeat took no slot: the launch ran another trial to reach 3 complete ones.
+    # The empty schedule is the base model, measured in the groundwork: told as its repeat.
+    empty = study.trials[3]
+    assert empty.state == TrialState.PRUNED and empty.user_attrs["repeat_of"] == "the base model"
+    assert empty.user_attrs["repeat_values"] == [study.user_attrs["base_map"], study.user_attrs["base_latency_ms"]]
+    assert empty.user_attrs["prune_reason"].startswith("the base model itself (nothing dropped or pruned")
+    assert "trial 3 pruned as a repeat (no trial slot used): the base model itself" in text
+    # The repeats took no slot: the launch ran another trial to reach 3 complete ones.
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
     assert study.trials[-1].state == TrialState.COMPLETE and "repeat_of" not in study.trials[-1].user_attrs
 
