@@ -20,9 +20,9 @@ Repeats. Many parameter vectors encode one schedule (random keys); a proposal wh
 finished is told PRUNED at once, naming the trial it repeats (`repeat_of`, its values in
 `repeat_values`), so it costs no trial slot (`n_trials` counts COMPLETE trials) and adds no
 duplicate to the front or to NSGA-II's population. The empty schedule (nothing dropped or pruned)
-is the base model, measured in the groundwork, and is told as its repeat the same way. What each sampler learns from it is what it
-learns from any PRUNED trial (`search.samplers`): TPE counts it among the worse trials, which steers it
-away from a schedule already known, NSGA-II draws another child, GP sees it as the result it
+is the base model, measured in the groundwork, and is told as its repeat the same way. What each
+sampler learns from it is what it learns from any PRUNED trial (`search.samplers`): TPE counts it
+among the worse trials, which steers it away from a schedule already known, NSGA-II draws another child, GP sees it as the result it
 repeats. A baseline trial that meets a finished schedule completes from it instead (its family
 needs the point). A launch whose sampler proposes `max_repeated_proposals` repeats in a row stops
 asking: the search space is exhausted, or nearly.
