@@ -162,6 +162,8 @@ class SeededStart(BaseModel):
     trials: int = Field(ge=1, description="schedules enqueued after the baselines")
     temperature: float = Field(default=0.5, gt=0, description="how far from greedy each step's choice strays, in "
                                "units of the spread of that step's selection scores")
+    cost_weight: float = Field(default=1.0, ge=0, description="how much a block's MACs raise its chance to be "
+                               "drawn, as the exponent of its MACs over the largest block's; 0: by score alone")
 
 
 class ParetoSettings(BaseModel):

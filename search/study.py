@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from pruning.progressive import drop_step
 from pruning.selection import select_block
 from tadmodels.models import TADModel
+from tadmodels.profile import block_macs
 from tadmodels.spec import load_spec
 from tadmodels.training import Experiment, train_and_save
 
@@ -32,6 +33,7 @@ from .encoding import ScheduleEncoding
 from .objective import LATENCY, MAP, Compute, TrialRunner
 from .seeding import seeded_params
 from .spec import StudySpec
+from .timing import timed_positions
 
 METRIC_NAMES = [MAP, LATENCY]
 BASELINE_ATTR, GREEDY, GREEDY_CHANNELS = "baseline", "greedy", "greedy+channels"
@@ -184,13 +186,15 @@ def _stored_identity(study: optuna.Study, wait_s: float = 30) -> dict:
 class Groundwork:
     """What a study computes once before its trials, wherever trials run (a Ray worker under the
     `ray` runner, so that a head node without a GPU does no model work): the base model's mAP and
-    latency, and the greedy PBD chain."""
+    latency, and the greedy PBD chain with the MACs of each block it may drop (the seeded start
+    weighs both)."""
 
     base_map: float | None = None
     base_latency_ms: float | None = None
     chain: list[str] | None = None
     selection_scores: list[dict] | None = None
     chain_compute: Compute | None = None  # the chain's alignment: what the greedy baseline costs
+    block_macs: dict[str, int] | None = None
 
 
 def prepare_runner(spec: StudySpec, show_progress: bool = True) -> TrialRunner:
@@ -221,6 +225,7 @@ def groundwork_steps(runner: TrialRunner, needed: dict[str, bool]) -> Iterator[s
         work.chain, work.selection_scores = [], []
         # Computing as a trial does: no timing of these devices on this host meanwhile.
         with runner.computing():
+            work.block_macs = block_macs(runner.base, timed_positions(runner.spec))
             work.chain_compute = yield from _greedy_chain(runner, work.chain, work.selection_scores)
     yield work
 
@@ -281,6 +286,7 @@ def record_groundwork(study: optuna.Study, work: Groundwork) -> None:
     if work.chain is not None:
         study.set_user_attr("greedy_selection_scores", work.selection_scores)
         study.set_user_attr("greedy_alignment_compute", work.chain_compute.to_json())
+        study.set_user_attr("block_macs", work.block_macs)
         study.set_user_attr("greedy_chain", work.chain)
 
 
@@ -331,8 +337,8 @@ def enqueue_seeded_start(study: optuna.Study, claims: StudyClaims, encoding: Sch
     try:
         if SEEDED_ATTR in study.user_attrs:  # another driver enqueued them meanwhile
             return 0
-        params = seeded_params(study.user_attrs["greedy_selection_scores"], encoding, settings.trials,
-                               settings.temperature, spec.seed)
+        params = seeded_params(study.user_attrs["greedy_selection_scores"], encoding, settings,
+                               study.user_attrs["block_macs"], spec.seed)
         for vector in params:
             study.enqueue_trial(vector, user_attrs={SEEDED_ATTR: True})
         study.set_user_attr(SEEDED_ATTR, len(params))

@@ -25,8 +25,8 @@ from search.lifecycle import StudyDriver, attempt
 from search.objective import TrialRunner, Work
 from search.pareto import pareto_report
 from search.samplers import _PrunedAsComplete, make_sampler
-from search.seeding import draw_order, seeded_params
-from search.spec import FidelitySettings, ParetoSettings, SearchSpace, load_study_spec
+from search.seeding import cost_factors, draw_order, seeded_params
+from search.spec import FidelitySettings, ParetoSettings, SearchSpace, SeededStart, load_study_spec
 from search.study import storage_for
 from pruning.alignment import AlignmentConfig
 from tadmodels.data import DataFormatError
@@ -124,10 +124,29 @@ def test_the_seeded_start_draws_around_the_greedy_order():
     assert 0.1 < firsts["b.0"] / 400 < 0.5  # a close second is swapped in often, not always
     assert all(sorted(order) == BLOCKS for order in warm)
     encoding = ScheduleEncoding(SearchSpace(max_drops=2, channel_ratios=[0.0, 0.5]), BLOCKS)
-    params = seeded_params(selections, encoding, 4, 0.01, seed=0)
+    equal_macs = dict.fromkeys(BLOCKS, 100)
+    params = seeded_params(selections, encoding, SeededStart(trials=4, temperature=0.01), equal_macs, seed=0)
     decoded = [encoding.decode(p) for p in params]
     assert [d.drops for d in decoded] == [["b.2"], ["b.2", "b.0"], ["b.2"], ["b.2", "b.0"]]
     assert [d.channel_ratios for d in decoded] == [{}, {}, {"*": 0.5}, {"*": 0.5}]
+
+
+def test_the_seeded_start_prefers_blocks_that_run_more_macs():
+    # The chain's scores tie (a saturated selection); b.0 and b.1 run 4 times the MACs of the others.
+    selections = [{"higher_is_better": True, "scores": dict.fromkeys(BLOCKS, 1.0)}]
+    block_macs = {"b.0": 400, "b.1": 400, "b.2": 100, "b.3": 100, "b.4": 100}
+    assert cost_factors(block_macs, BLOCKS, 0.0) == dict.fromkeys(BLOCKS, 1.0)
+    factors = cost_factors(block_macs, BLOCKS, 1.0)
+    assert factors == {"b.0": 1.0, "b.1": 1.0, "b.2": 0.25, "b.3": 0.25, "b.4": 0.25}
+    rng = np.random.default_rng(0)
+    firsts = [draw_order(selections, BLOCKS, 0.5, rng, factors)[0] for _ in range(1100)]
+    share = sum(b in ("b.0", "b.1") for b in firsts) / len(firsts)
+    assert 0.68 < share < 0.78  # 2 x 1 against 3 x 0.25: 8 / 11 of the draws
+    blind = [draw_order(selections, BLOCKS, 0.5, rng, cost_factors(block_macs, BLOCKS, 0.0))[0] for _ in range(1000)]
+    assert 0.33 < sum(b in ("b.0", "b.1") for b in blind) / len(blind) < 0.47  # 2 of 5 blocks
+    # A score far below the best still keeps a costly block out.
+    selections[0]["scores"]["b.0"] = 0.2
+    assert sum(draw_order(selections, BLOCKS, 0.5, rng, factors)[0] == "b.0" for _ in range(400)) <= 4
 
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe", "gp", "random"])

@@ -6,7 +6,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tadmodels.models import ModelConfig, TADModel
 from tadmodels.models.videomae import VideoMAEBackbone, VideoMAEConfig, videomae_macs_per_block
-from tadmodels.profile import count_macs, model_macs
+from tadmodels.profile import block_macs, count_macs, model_macs
 from tadmodels.profile.macs import UncountedAttentionError
 
 
@@ -98,3 +98,17 @@ def test_model_macs_with_the_detector_are_the_same_on_cpu_meta_and_the_math_path
     with sdpa_kernel(SDPBackend.MATH):
         assert model_macs(model, 64) == on_cpu
     assert model_macs(model.to("meta"), 64) == on_cpu
+
+
+@pytest.mark.parametrize("backbone", [None, {"type": "videomae", "preset": "tiny", "depth": 3},
+                                      {"type": "blvnet", "preset": "tiny"}])
+def test_each_blocks_macs_are_what_dropping_it_saves(backbone):
+    torch.manual_seed(0)
+    config = ModelConfig(input_dim=None if backbone else 24, backbone=backbone,
+                         detector={"num_classes": 3, "dim": 32, "window": 9})
+    model = TADModel(config).eval()
+    counts = block_macs(model, 64)
+    assert list(counts) == model.droppable_blocks()
+    whole = model_macs(model, 64)
+    for name, macs in counts.items():
+        assert macs > 0 and macs == whole - model_macs(model.without_blocks([name]), 64), name

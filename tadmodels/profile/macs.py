@@ -60,10 +60,22 @@ def count_macs(run: Callable[[], object]) -> int:
     kernels torch's counter misses); one it cannot count raises `UncountedAttentionError` rather
     than counting 0.
     """
+    return _counted(run).get_total_flops() // 2
+
+
+def count_module_macs(run: Callable[[], object], root: nn.Module) -> dict[str, int]:
+    """MACs of one call of `run` inside each submodule of `root` that ran, by its name in `root`
+    (counted as `count_macs` counts; a module's count includes its children's)."""
+    prefix = f"{type(root).__name__}."
+    counts = _counted(run).get_flop_counts()
+    return {name[len(prefix):]: sum(ops.values()) // 2 for name, ops in counts.items() if name.startswith(prefix)}
+
+
+def _counted(run: Callable[[], object]) -> FlopCounterMode:
     counter = FlopCounterMode(display=False, custom_mapping=MISSING_ATTENTION_FORMULAS)
     with torch.inference_mode(), _RefuseUncountedAttention(counter.flop_registry), counter:
         run()
-    return counter.get_total_flops() // 2
+    return counter
 
 
 def count_params(model: nn.Module) -> int:

@@ -9,7 +9,7 @@ import torch
 from ..models import TADModel
 from .latency import (TORCH_DTYPES, LatencyRecord, Speedup, TimingConfig, Timings, deploy, first_call,
                       measure_latencies, resolve_device)
-from .macs import count_macs, count_params
+from .macs import count_macs, count_module_macs, count_params
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,14 @@ def model_macs(model: TADModel, positions: int) -> int:
     the same on any)."""
     inputs, mask = dummy_input(model.eval(), positions, device=model.device)
     return count_macs(lambda: model(inputs, mask))
+
+
+def block_macs(model: TADModel, positions: int) -> dict[str, int]:
+    """MACs each droppable block runs in one forward over `positions` grid positions: what dropping
+    it saves (a dropped block leaves nothing that multiplies: an identity, or a max-pool shortcut)."""
+    inputs, mask = dummy_input(model.eval(), positions, device=model.device)
+    counts = count_module_macs(lambda: model(inputs, mask), model)
+    return {name: counts.get(name, 0) for name in model.droppable_blocks()}
 
 
 def model_latencies(models: Mapping[str, TADModel], positions: int, device: str = "auto",
