@@ -88,12 +88,17 @@ def test_videomae_chunk_macs_are_the_analytic_count_on_cpu_and_meta(preset):
     assert count_macs(lambda: backbone(chunk.to("meta"))) == expected
 
 
-@pytest.mark.parametrize("backbone", [None, {"type": "videomae", "preset": "tiny", "depth": 2}])
-def test_model_macs_with_the_detector_are_the_same_on_cpu_meta_and_the_math_path(backbone):
+def small_model(backbone: dict | None) -> TADModel:
+    """A random detector on features (no backbone) or on frames through `backbone`."""
     torch.manual_seed(0)
     config = ModelConfig(input_dim=None if backbone else 24, backbone=backbone,
                          detector={"num_classes": 3, "dim": 32, "window": 9})
-    model = TADModel(config).eval()
+    return TADModel(config).eval()
+
+
+@pytest.mark.parametrize("backbone", [None, {"type": "videomae", "preset": "tiny", "depth": 2}])
+def test_model_macs_with_the_detector_are_the_same_on_cpu_meta_and_the_math_path(backbone):
+    model = small_model(backbone)
     on_cpu = model_macs(model, 64)
     with sdpa_kernel(SDPBackend.MATH):
         assert model_macs(model, 64) == on_cpu
@@ -103,10 +108,7 @@ def test_model_macs_with_the_detector_are_the_same_on_cpu_meta_and_the_math_path
 @pytest.mark.parametrize("backbone", [None, {"type": "videomae", "preset": "tiny", "depth": 3},
                                       {"type": "blvnet", "preset": "tiny"}])
 def test_each_blocks_macs_are_what_dropping_it_saves(backbone):
-    torch.manual_seed(0)
-    config = ModelConfig(input_dim=None if backbone else 24, backbone=backbone,
-                         detector={"num_classes": 3, "dim": 32, "window": 9})
-    model = TADModel(config).eval()
+    model = small_model(backbone)
     counts = block_macs(model, 64)
     assert list(counts) == model.droppable_blocks()
     whole = model_macs(model, 64)
